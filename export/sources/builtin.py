@@ -1,0 +1,56 @@
+"""Built-in models with real trained weights, by name. Imports are lazy: nothing loads until called."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .base import LoadedModel
+
+
+def _lite0() -> LoadedModel:
+    from .timm_lite0 import efficientnet_lite0
+
+    return efficientnet_lite0()
+
+
+def _yolov3_tiny() -> LoadedModel:
+    from .darknet import yolov3_tiny
+
+    return yolov3_tiny()
+
+
+def _waifu2x_x2() -> LoadedModel:
+    from .waifu2x import waifu2x_x2
+
+    return waifu2x_x2()
+
+
+def _waifu2x_x4() -> LoadedModel:
+    from .waifu2x import waifu2x_x4
+
+    return waifu2x_x4()
+
+
+def _lite1() -> LoadedModel:
+    from .efficientnet_lite import efficientnet_lite1
+
+    return efficientnet_lite1()
+
+
+def _lite2() -> LoadedModel:
+    from .efficientnet_lite import efficientnet_lite2
+
+    return efficientnet_lite2()
+
+
+BUILTIN: dict[str, Callable[[], LoadedModel]] = {
+    "efficientnet_lite0": _lite0,
+    "efficientnet_lite1": _lite1,
+    "efficientnet_lite2": _lite2,
+    "yolov3_tiny": _yolov3_tiny,
+    "waifu2x_x2": _waifu2x_x2,
+    "waifu2x_x4": _waifu2x_x4,
+}
+
+#: what `visiongate export --defaults` (and the README's set-up command) exports
+DEFAULTS: tuple[str, ...] = ("efficientnet_lite0",)

@@ -1,0 +1,175 @@
+"""Dynamic batching for an in-process runner: coalesce concurrent requests, run them on threads.
+
+Requests wait in one bounded queue per model. Each of ``workers`` threads takes the oldest request,
+adds compatible ones (same per-item shape) up to ``max_batch`` items, waiting at most ``delay_s``
+for more (Triton's ``max_queue_delay_microseconds``), and runs the batch. Results go back to the
+event loop with ``call_soon_threadsafe``, so no executor hop per request.
+
+A request whose future was cancelled (client gone) or whose deadline passed is dropped before it
+reaches the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import DeadlineExceeded, Overloaded, ServiceUnavailable
+
+RunBatch = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclass(eq=False)
+class _Pending:
+    inputs: dict[str, np.ndarray]
+    n: int
+    shape_key: tuple[tuple[int, ...], ...]
+    future: asyncio.Future[dict[str, np.ndarray]]
+    loop: asyncio.AbstractEventLoop
+    deadline: float
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+def _resolve(fut: asyncio.Future[dict[str, np.ndarray]], result: dict[str, np.ndarray] | None,
+             error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        assert result is not None
+        fut.set_result(result)
+
+
+class Batcher:
+    def __init__(self, name: str, run: RunBatch, *, workers: int, max_batch: int, delay_s: float,
+                 max_queue: int, on_batch: Callable[[int], None] | None = None) -> None:
+        self.name = name
+        self._run = run
+        self._max_batch = max(1, max_batch)
+        self._delay_s = max(0.0, delay_s)
+        self._max_queue = max_queue
+        self._on_batch = on_batch
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._in_flight = 0
+        self._latency_ewma_s = 0.01  # per batch, seeded small; refined by every run
+        self._workers = [threading.Thread(target=self._work, name=f"infer-{name}-{i}", daemon=True)
+                         for i in range(workers)]
+        for t in self._workers:
+            t.start()
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue) + self._in_flight
+
+    def retry_after_s(self) -> float:
+        """How long the current queue takes to drain at the recent pace."""
+        batches = (len(self._queue) + self._in_flight) / self._max_batch
+        return max(1.0, batches * self._latency_ewma_s / max(1, len(self._workers)))
+
+    async def submit(self, inputs: dict[str, np.ndarray], timeout_s: float) -> dict[str, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        first = next(iter(inputs.values()))
+        item = _Pending(
+            inputs=inputs, n=int(first.shape[0]),
+            shape_key=tuple(a.shape[1:] for a in inputs.values()),
+            future=loop.create_future(), loop=loop, deadline=time.monotonic() + timeout_s,
+        )
+        with self._cond:
+            if self._closed:
+                raise ServiceUnavailable(f"model {self.name!r} is shutting down", retry_after_s=5)
+            if len(self._queue) >= self._max_queue:
+                raise Overloaded(f"model {self.name!r} has {len(self._queue)} requests waiting; retry later",
+                                 retry_after_s=self.retry_after_s())
+            self._queue.append(item)
+            self._cond.notify()
+        try:
+            return await asyncio.wait_for(asyncio.shield(item.future), timeout=timeout_s)
+        except TimeoutError:
+            item.future.cancel()
+            raise DeadlineExceeded(f"no result within {timeout_s:g} s") from None
+        except asyncio.CancelledError:
+            item.future.cancel()  # the caller went away: drop the work if it has not started
+            raise
+
+    def _take_batch(self) -> list[_Pending] | None:
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            first = self._queue.popleft()
+            batch, n = [first], first.n
+            wait_until = time.monotonic() + self._delay_s
+            while n < self._max_batch:
+                for item in list(self._queue):
+                    if item.shape_key == first.shape_key and n + item.n <= self._max_batch:
+                        self._queue.remove(item)
+                        batch.append(item)
+                        n += item.n
+                remaining = wait_until - time.monotonic()
+                if n >= self._max_batch or remaining <= 0 or self._closed:
+                    break
+                self._cond.wait(remaining)
+            self._in_flight += len(batch)
+            return batch
+
+    def _work(self) -> None:
+        while (batch := self._take_batch()) is not None:
+            try:
+                self._run_batch(batch)
+            finally:
+                with self._cond:
+                    self._in_flight -= len(batch)
+                    self._cond.notify_all()
+
+    def _run_batch(self, batch: list[_Pending]) -> None:
+        now = time.monotonic()
+        live = []
+        for item in batch:
+            if item.future.cancelled():
+                continue
+            if now > item.deadline:
+                item.loop.call_soon_threadsafe(_resolve, item.future, None,
+                                               DeadlineExceeded("deadline passed while queued"))
+                continue
+            live.append(item)
+        if not live:
+            return
+        names = list(live[0].inputs)
+        if len(live) == 1:
+            stacked = live[0].inputs
+        else:
+            stacked = {k: np.concatenate([it.inputs[k] for it in live]) for k in names}
+        started = time.monotonic()
+        try:
+            outputs = self._run(stacked)
+        except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
+            for item in live:
+                item.loop.call_soon_threadsafe(_resolve, item.future, None, exc)
+            return
+        self._latency_ewma_s = 0.8 * self._latency_ewma_s + 0.2 * (time.monotonic() - started)
+        if self._on_batch is not None:
+            self._on_batch(sum(it.n for it in live))
+        offset = 0
+        for item in live:
+            part = outputs if len(live) == 1 else {k: v[offset:offset + item.n] for k, v in outputs.items()}
+            offset += item.n
+            item.loop.call_soon_threadsafe(_resolve, item.future, part, None)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop taking work; queued requests still run; wait for the workers to finish."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout_s
+        for t in self._workers:
+            t.join(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,171 @@
+"""The embedded runtime: every model in the repository, in this process, on onnxruntime.
+
+Reads the same Triton repository layout a Triton server would (``<model>/config.pbtxt``,
+``<model>/<version>/model.onnx``), honours ``version_policy``, ``max_batch_size`` and
+``dynamic_batching.max_queue_delay_microseconds``, and batches concurrent requests itself.
+Models whose platform is not ONNX (e.g. ``tensorrt_plan``) are skipped with a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from ..errors import BackendError, InvalidArgument, ModelNotFound, ServiceUnavailable
+from ..repository import ConfigError, ModelSpec, read_model, scan
+from ..settings import Settings
+from .batcher import Batcher
+
+logger = logging.getLogger("visiongate.onnxruntime")
+
+_ONNX_PLATFORMS = ("onnxruntime_onnx", "onnxruntime")
+
+
+@contextlib.contextmanager
+def ort_errors(model: str) -> Iterator[None]:
+    """Translate onnxruntime's exceptions at one boundary."""
+    try:
+        yield
+    except (InvalidArgument, ServiceUnavailable):
+        raise
+    except Exception as exc:
+        kind = type(exc).__name__
+        if kind in ("InvalidArgument", "InvalidGraph") or "invalid dimensions" in str(exc).lower():
+            raise InvalidArgument(f"model {model!r} rejected the input: {exc}") from exc
+        raise BackendError(f"model {model!r} failed: {kind}: {exc}") from exc
+
+
+@dataclass
+class _Loaded:
+    spec: ModelSpec
+    sessions: dict[int, ort.InferenceSession]
+    batchers: dict[int, Batcher]
+
+
+def _providers() -> list[str]:
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, settings: Settings, on_batch: Callable[[str, int], None] | None = None) -> None:
+        self._settings = settings
+        self._on_batch = on_batch
+        self._models: dict[str, _Loaded] = {}
+        self._ready = False
+        self.load_errors: dict[str, str] = {}
+
+    def _session(self, path: Path) -> ort.InferenceSession:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self._settings.intra_op_threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(str(path), sess_options=opts, providers=_providers())
+
+    def _load(self, model_dir: Path) -> _Loaded | None:
+        entry = read_model(model_dir)
+        spec = entry.spec
+        if spec.platform not in _ONNX_PLATFORMS:
+            logger.info("skipping %s: platform %s is not served by the embedded runtime",
+                        spec.name, spec.platform)
+            return None
+        sessions, batchers = {}, {}
+        filename = str(entry.config.get("default_model_filename") or "model.onnx")
+        for version in spec.versions:
+            path = model_dir / str(version) / filename
+            if not path.is_file():
+                raise ConfigError(f"{path} is missing")
+            session = self._session(path)
+            sessions[version] = session
+            batchers[version] = Batcher(
+                f"{spec.name}/{version}", self._runner(spec.name, session),
+                workers=self._settings.inference_workers,
+                max_batch=spec.max_batch_size or 1,
+                delay_s=spec.max_queue_delay_us / 1e6,
+                max_queue=self._settings.max_queue_per_model,
+                on_batch=(lambda n, name=spec.name: self._on_batch(name, n)) if self._on_batch else None,
+            )
+        if not sessions:
+            raise ConfigError(f"model {spec.name!r} has no version folder with a model")
+        return _Loaded(spec, sessions, batchers)
+
+    def _runner(self, name: str, session: ort.InferenceSession) -> Callable[[dict[str, np.ndarray]],
+                                                                             dict[str, np.ndarray]]:
+        output_names = [o.name for o in session.get_outputs()]
+
+        def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            with ort_errors(name):
+                values = session.run(output_names, inputs)
+            return dict(zip(output_names, values, strict=True))
+
+        return run
+
+    async def start(self) -> None:
+        for model_dir in scan(self._settings.repository):
+            try:
+                loaded = self._load(model_dir)
+            except Exception as exc:  # one broken model must not take the others down  # noqa: BLE001
+                self.load_errors[model_dir.name] = str(exc)
+                logger.error("cannot load model %s: %s", model_dir.name, exc)
+                continue
+            if loaded is not None:
+                self._models[loaded.spec.name] = loaded
+                logger.info("loaded %s (%s) versions %s", loaded.spec.name, loaded.spec.task,
+                            list(loaded.sessions))
+        self._ready = bool(self._models)
+
+    async def close(self) -> None:
+        self._ready = False
+        for loaded in self._models.values():
+            for batcher in loaded.batchers.values():
+                batcher.close(self._settings.drain_timeout_s)
+
+    def models(self) -> list[ModelSpec]:
+        return [m.spec for m in self._models.values()]
+
+    def describe(self, model: str) -> ModelSpec:
+        try:
+            return self._models[model].spec
+        except KeyError:
+            raise ModelNotFound(f"no model named {model!r}",
+                                available=sorted(self._models)) from None
+
+    def ready(self) -> bool:
+        return self._ready
+
+    def queue_depth(self, model: str) -> int:
+        loaded = self._models.get(model)
+        return sum(b.depth for b in loaded.batchers.values()) if loaded else 0
+
+    async def infer(self, model: str, inputs: dict[str, np.ndarray],
+                    version: int | None = None) -> dict[str, np.ndarray]:
+        spec = self.describe(model)
+        loaded = self._models[model]
+        v = version if version is not None else max(loaded.batchers)
+        batcher = loaded.batchers.get(v)
+        if batcher is None:
+            raise ModelNotFound(f"model {model!r} has no loaded version {v}",
+                                versions=sorted(loaded.batchers))
+        expected = {t.name for t in spec.inputs}
+        if set(inputs) != expected:
+            raise InvalidArgument(f"model {model!r} takes inputs {sorted(expected)}, got {sorted(inputs)}")
+        n = int(next(iter(inputs.values())).shape[0])
+        step = max(1, spec.max_batch_size)
+        if n <= step:
+            return await batcher.submit(inputs, self._settings.request_timeout_s)
+        # one request with more items than a batch holds (several images, SR tiles): split it
+        parts = await asyncio.gather(*(
+            batcher.submit({k: a[i:i + step] for k, a in inputs.items()}, self._settings.request_timeout_s)
+            for i in range(0, n, step)
+        ))
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -1,0 +1,123 @@
+"""The ``visiongate`` command: serve, export, models, score."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from .settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {k: v for k, v in {
+        "repository": getattr(args, "repository", None),
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "backend": getattr(args, "backend", None),
+        "triton_url": getattr(args, "triton_url", None),
+    }.items() if v is not None}
+    return Settings(**overrides)
+
+
+def _export_missing_defaults(repository: Path) -> None:
+    """Export the default models the repository lacks, in a child process (the gateway never imports torch)."""
+    from export.sources.builtin import DEFAULTS  # a plain dict of names; imports no torch
+
+    missing = [name for name in DEFAULTS if not (repository / name / "config.pbtxt").is_file()]
+    if not missing:
+        return
+    if importlib.util.find_spec("torch") is None:
+        print(f"the repository {repository} lacks {missing} and torch is not installed to export them; "
+              "install the export extra (pip install -e '.[export]') or mount an exported repository",
+              file=sys.stderr)
+        return
+    print(f"exporting {missing} into {repository} (first start only)", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "service.cli", "export", "--missing-only", "--repository",
+                    str(repository), *missing], check=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings.backend == "onnxruntime" and not args.no_export:
+        _export_missing_defaults(settings.repository)
+    from .server import serve
+
+    serve(settings)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from export.cli import run
+
+    return run(args)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .repository import ConfigError, read_model, scan
+
+    rows = []
+    for model_dir in scan(args.repository):
+        try:
+            entry = read_model(model_dir)
+        except ConfigError as exc:
+            rows.append({"name": model_dir.name, "error": str(exc)})
+            continue
+        spec = entry.spec
+        newest = max(spec.versions) if spec.versions else None
+        parity_path = model_dir / str(newest) / "parity.json" if newest else None
+        parity = json.loads(parity_path.read_text()) if parity_path and parity_path.is_file() else None
+        rows.append({"name": spec.name, "task": spec.task, "platform": spec.platform,
+                     "versions": list(spec.versions), "input_size": spec.preprocess.input_size,
+                     "parity": {"passed": parity["passed"], **parity["metrics"]} if parity else None})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            if "error" in r:
+                print(f"{r['name']:<24} ERROR {r['error']}")
+                continue
+            par = r["parity"]
+            proof = ("parity " + ("ok " if par["passed"] else "FAILED ") +
+                     " ".join(f"{k}={v:.3g}" for k, v in par.items() if k != "passed")) if par else "no parity report"
+            print(f"{r['name']:<24} {r['task']:<14} v{r['versions']} {r['platform']:<18} {proof}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="visiongate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP gateway (settings: VISIONGATE_* env vars)")
+    serve.add_argument("--repository", type=Path)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--backend", choices=["onnxruntime", "triton"])
+    serve.add_argument("--triton-url")
+    serve.add_argument("--no-export", action="store_true",
+                       help="do not export missing default models before serving")
+    serve.set_defaults(func=cmd_serve)
+
+    export = sub.add_parser("export", help="export models to ONNX into the repository (needs the export extra)")
+    from export.cli import add_arguments
+
+    add_arguments(export)
+    export.set_defaults(func=cmd_export)
+
+    models = sub.add_parser("models", help="list the repository's models and their parity proofs")
+    models.add_argument("--repository", type=Path, default=Path("model_repository"))
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Typed configuration: one ``Settings`` object, read from ``VISIONGATE_*`` environment variables.
+
+Built once by the CLI or ``create_app()`` and passed down; nothing reads the environment at import.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_inference_workers() -> int:
+    # Measured on 2 cores: one single-threaded onnxruntime caller per core beats batching and beats
+    # one caller with intra_op=2 (notes/performance.md). On bigger hosts cap it: past ~8 callers a
+    # CPU model just contends for memory bandwidth.
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VISIONGATE_", extra="ignore")
+
+    # where models come from
+    repository: Path = Field(Path("model_repository"), description="Triton model repository to serve")
+    backend: Literal["onnxruntime", "triton"] = "onnxruntime"
+    triton_url: str = "127.0.0.1:8001"
+    triton_protocol: Literal["grpc", "http"] = "grpc"
+    triton_timeout_s: float = Field(30.0, gt=0, description="per-request timeout towards Triton")
+    triton_poll_interval_s: float = Field(2.0, gt=0, description="how often readiness re-checks Triton")
+
+    # HTTP server
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    http_workers: int = Field(1, ge=1, description="uvicorn worker processes (each loads every model)")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    cors_origins: list[str] = Field(default_factory=list)
+
+    # limits on what callers may send and ask for
+    max_body_bytes: int = Field(20 * 1024 * 1024, gt=0, description="413 above this request body size")
+    max_image_pixels: int = Field(40_000_000, gt=0, description="413 above this many decoded pixels")
+    max_output_pixels: int = Field(16_000_000, gt=0, description="413 when an SR output would exceed it")
+    max_top_k: int = Field(100, gt=0)
+    max_images_per_request: int = Field(16, gt=0)
+
+    # embedded runtime
+    inference_workers: int = Field(default_factory=_default_inference_workers, ge=1,
+                                   description="concurrent onnxruntime callers per model")
+    intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads inside one call")
+    decode_workers: int = Field(default_factory=lambda: max(2, os.cpu_count() or 1), ge=1)
+    max_queue_per_model: int = Field(256, ge=1, description="admitted requests waiting per model; 503 past it")
+    request_timeout_s: float = Field(30.0, gt=0, description="deadline per request; 504 past it")
+    drain_timeout_s: float = Field(20.0, ge=0, description="grace for in-flight requests on SIGTERM")
+
+    # super-resolution tiling
+    sr_tile_size: int = Field(0, ge=0, description="tile edge in input pixels; 0 = the model's suggestion")
+    sr_tile_overlap: int = Field(-1, ge=-1, description="tile overlap; -1 = the model's suggestion")
+
+    # fetching images by URL (off unless an allowlist is given)
+    url_fetch_allowlist: list[str] = Field(default_factory=list, description="allowed hostnames")
+    url_fetch_timeout_s: float = Field(5.0, gt=0)
