@@ -20,7 +20,7 @@ ARG EXTRAS=triton
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get clean && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -46,7 +46,7 @@ FROM ${BASE_IMAGE} AS runtime
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 tini \
-    && rm -rf /var/lib/apt/lists/* \
+    && apt-get clean && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 visiongate \
     && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin visiongate
 COPY --from=builder /opt/venv /opt/venv
@@ -62,7 +62,9 @@ EXPOSE 8080
 # Liveness only (the process answers); readiness (/readyz) is for orchestrators to probe.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('VISIONGATE_PORT', '8080'), timeout=2)"]
-ENTRYPOINT ["/usr/bin/tini", "--"]
+# -e 143: a process ended by that SIGTERM exits 143 (uvicorn re-raises the signal after its
+# graceful shutdown); report that as success so orchestrators see a clean stop, not an error.
+ENTRYPOINT ["/usr/bin/tini", "-e", "143", "--"]
 CMD ["visiongate", "serve"]
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 Both sides get exactly the gateway's input: JPEG bytes decoded and resized by ``service.vision``
 using the parameters of the config that is about to be written. Each task has its own measure:
 - classify: max |logit difference| and top-1 agreement
-- detect / super_resolve: added by their own checks (see ``CHECKS``)
+- detect: the gateway's own selection (threshold + per-class NMS) on both outputs, then every
+  detection matched by class and IoU, with the score difference
+- super_resolve: PSNR of the ONNX output against the PyTorch output on small photo crops (and,
+  reported only, the gain over bicubic of the ONNX model on the same crops downscaled)
 A failed proof raises ``ParityError`` and no version is written.
 """
 
@@ -23,6 +26,7 @@ import torch
 
 from service.repository import ModelSpec
 from service.vision.decode import decode
+from service.vision.detection import Detections, box_iou, select
 from service.vision.preprocess import preprocess, shrink_limit
 
 from .photos import PHOTO_NAMES, photo_jpeg
@@ -84,8 +88,131 @@ def check_classifier(reference: torch.nn.Module, onnx_path: Path, spec: ModelSpe
     )
 
 
+def _select(boxes: np.ndarray, scores: np.ndarray, spec: ModelSpec) -> Detections:
+    return select(boxes, scores, score_threshold=spec.float_param("score_threshold", 0.25),
+                  iou_threshold=spec.float_param("iou_threshold", 0.45),
+                  max_detections=spec.int_param("max_detections", 100))
+
+
+def match_detections(expected: Detections, got: Detections, score_threshold: float,
+                     margin: float) -> tuple[list[float], list[float], int]:
+    """Pair each expected detection with the same-class ``got`` detection of highest IoU.
+
+    Returns (IoUs of the pairs, |score differences|, detections left unpaired on either side).
+    A detection whose score lies within ``margin`` of the threshold may exist on one side only:
+    float rounding decides which side of the line it falls, so it is not counted as unpaired.
+    """
+    ious: list[float] = []
+    diffs: list[float] = []
+    unpaired = 0
+    taken = np.zeros(len(got), dtype=bool)
+    overlap = box_iou(expected.boxes, got.boxes) if len(expected) and len(got) else np.zeros((len(expected), 0))
+    for i in range(len(expected)):
+        candidates = np.flatnonzero((got.class_ids == expected.class_ids[i]) & ~taken)
+        if candidates.size:
+            j = candidates[np.argmax(overlap[i, candidates])]
+            if overlap[i, j] > 0.5:
+                taken[j] = True
+                ious.append(float(overlap[i, j]))
+                diffs.append(abs(float(expected.scores[i]) - float(got.scores[j])))
+                continue
+        unpaired += int(abs(float(expected.scores[i]) - score_threshold) > margin)
+    unpaired += int(np.sum(np.abs(got.scores[~taken] - score_threshold) > margin))
+    return ious, diffs, unpaired
+
+
+def check_detector(reference: torch.nn.Module, onnx_path: Path, spec: ModelSpec,
+                   photos: tuple[str, ...] = PHOTO_NAMES, min_iou: float = 0.99,
+                   score_tolerance: float = 1e-3) -> ParityReport:
+    x = model_inputs(spec, photos)
+    with torch.no_grad():
+        ref_boxes, ref_scores = (t.numpy() for t in reference(torch.from_numpy(x)))
+    got_boxes, got_scores = _session(onnx_path).run(["boxes", "scores"], {"image": x})
+    threshold = spec.float_param("score_threshold", 0.25)
+    labels = spec.labels or ()
+    ious: list[float] = []
+    diffs: list[float] = []
+    unpaired, count = 0, 0
+    found: dict[str, list[str]] = {}
+    for k, photo in enumerate(photos):
+        expected = _select(ref_boxes[k], ref_scores[k], spec)
+        got = _select(got_boxes[k], got_scores[k], spec)
+        i, d, u = match_detections(expected, got, threshold, score_tolerance)
+        ious += i
+        diffs += d
+        unpaired += u
+        count += len(expected)
+        found[photo] = [f"{labels[c] if c < len(labels) else c} {s:.2f}"
+                        for c, s in zip(got.class_ids.tolist(), got.scores.tolist(), strict=True)]
+    metrics = {
+        "detections": float(count),
+        "unpaired": float(unpaired),
+        "min_iou": min(ious, default=1.0),
+        "max_score_diff": max(diffs, default=0.0),
+        "max_abs_box_diff": float(np.abs(ref_boxes - got_boxes).max()),
+        "max_abs_raw_score_diff": float(np.abs(ref_scores - got_scores).max()),
+    }
+    passed = unpaired == 0 and metrics["min_iou"] >= min_iou and metrics["max_score_diff"] <= score_tolerance
+    return ParityReport(
+        task="detect", passed=passed, photos=list(photos), metrics=metrics,
+        thresholds={"unpaired": 0.0, "min_iou": min_iou, "max_score_diff": score_tolerance},
+        details={"onnx_detections": found},
+    )
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    """PSNR in dB of two same-shape arrays on a 0..``peak`` scale (inf when equal)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(peak * peak / mse))
+
+
+def _crop(name: str, size: int) -> np.ndarray:
+    """A ``size`` square from the middle of a photo (decoded from JPEG, as the gateway would)."""
+    rgb = decode(photo_jpeg(name), MAX_PIXELS).rgb
+    h, w = rgb.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return np.ascontiguousarray(rgb[top:top + size, left:left + size])
+
+
+def check_super_resolution(reference: torch.nn.Module, onnx_path: Path, spec: ModelSpec,
+                           photos: tuple[str, ...] = ("astronaut", "coffee", "motorcycle"),
+                           crop: int = 64, min_psnr_db: float = 60.0) -> ParityReport:
+    scale = spec.int_param("scale", 2)
+    x = np.stack([_crop(p, crop) for p in photos])
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x)).numpy()
+    session = _session(onnx_path)
+    got = session.run(None, {"image": x})[0]
+    if got.shape != expected.shape or got.shape[1:3] != (crop * scale, crop * scale):
+        raise ParityError(f"super-resolution output shape {got.shape}, PyTorch {expected.shape}, "
+                          f"expected [N, {crop * scale}, {crop * scale}, 3]")
+    per_photo = [psnr(e, g) for e, g in zip(expected, got, strict=True)]
+    # Not a parity measure: a port with wrong weights can match its own ONNX perfectly. The gain
+    # over bicubic on downscaled crops says whether the model does its job at all.
+    from PIL import Image
+
+    small = np.stack([np.asarray(Image.fromarray(c).resize((crop // scale, crop // scale), Image.Resampling.BICUBIC))
+                      for c in x])
+    restored = np.clip(np.rint(session.run(None, {"image": small})[0]), 0, 255)
+    bicubic = [np.asarray(Image.fromarray(s).resize((crop, crop), Image.Resampling.BICUBIC)) for s in small]
+    gains = [psnr(c, r) - psnr(c, b) for c, r, b in zip(x, restored, bicubic, strict=True)]
+    worst = min(per_photo)
+    return ParityReport(
+        task="super_resolve", passed=worst >= min_psnr_db, photos=list(photos),
+        metrics={"min_psnr_db": worst if np.isfinite(worst) else 999.0,
+                 "max_abs_diff": float(np.abs(expected - got).max())},
+        thresholds={"min_psnr_db": min_psnr_db},
+        details={"crop": crop, "scale": scale,
+                 "gain_over_bicubic_db": {p: round(g, 3) for p, g in zip(photos, gains, strict=True)}},
+    )
+
+
 Check = Callable[[torch.nn.Module, Path, ModelSpec], ParityReport]
-CHECKS: dict[str, Check] = {"classify": check_classifier}
+CHECKS: dict[str, Check] = {
+    "classify": check_classifier,
+    "detect": check_detector,
+    "super_resolve": check_super_resolution,
+}
 
 
 def prove(task: str, reference: torch.nn.Module, onnx_path: Path, spec: ModelSpec) -> ParityReport:

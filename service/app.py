@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
-from .api import classify, health, models
+from .api import classify, detect, health, models, super_resolve
+from .api import v2 as oip_v2
 from .backends.base import Backend
 from .errors import install_error_handlers
 from .inference import InferenceService
@@ -87,7 +88,10 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(classify.router)
+    app.include_router(detect.router)
+    app.include_router(super_resolve.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(oip_v2.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -56,6 +56,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from .batch.cli import run
+
+    return run(args)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .repository import ConfigError, read_model, scan
 
@@ -106,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(export)
     export.set_defaults(func=cmd_export)
+
+    score = sub.add_parser("score", help="score a folder of images (resumable, shardable)")
+    from .batch.cli import add_arguments as add_score_arguments
+
+    add_score_arguments(score)
+    score.set_defaults(func=cmd_score)
 
     models = sub.add_parser("models", help="list the repository's models and their parity proofs")
     models.add_argument("--repository", type=Path, default=Path("model_repository"))

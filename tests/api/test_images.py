@@ -1,0 +1,233 @@
+"""Images in every form a caller sends them: raw bytes, multipart, JSON base64, and URLs.
+
+URL fetching is tested against real local HTTP servers: the gateway fetches only from allowlisted
+hosts, refuses names that resolve to private addresses, re-checks every redirect, and caps size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api.fetch import address_allowed, fetch_image, host_allowed
+from service.api.images import _b64
+from service.app import create_app
+from service.errors import BodyTooLarge, InvalidArgument
+from service.settings import Settings
+
+CAT_IDS = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
+ESPRESSO = 967
+
+
+class PhotoServer:
+    """A real HTTP server on a loopback address: /chelsea.jpg, /big (over any small limit),
+    /go?to=<url> (302 to that URL), /slow (never answers in time)."""
+
+    def __init__(self, host: str, photo: bytes) -> None:
+        photo_bytes = photo
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                if self.path == "/chelsea.jpg":
+                    self._send(200, photo_bytes, "image/jpeg")
+                elif self.path == "/big":
+                    self._send(200, photo_bytes * 4, "image/jpeg")
+                elif self.path.startswith("/go?to="):
+                    self.send_response(302)
+                    self.send_header("Location", self.path.removeprefix("/go?to="))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif self.path == "/slow":
+                    threading.Event().wait(3)
+                    self._send(200, photo_bytes, "image/jpeg")
+                else:
+                    self._send(404, b"not here", "text/plain")
+
+            def _send(self, status: int, body: bytes, ctype: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server.daemon_threads = True
+        self.base = f"http://{host}:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def photos(chelsea_jpeg: bytes) -> Iterator[PhotoServer]:
+    server = PhotoServer("127.0.0.1", chelsea_jpeg)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def other_loopback(chelsea_jpeg: bytes) -> Iterator[PhotoServer]:
+    server = PhotoServer("127.0.0.2", chelsea_jpeg)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def api(repository: Path) -> Iterator[TestClient]:
+    """The real app (real models), fetching only from 127.0.0.1, which is allowlisted explicitly."""
+    settings = Settings(repository=repository, url_fetch_allowlist=["127.0.0.1"], url_fetch_timeout_s=1.0,
+                        inference_workers=1)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def top_id(result: dict) -> int:
+    return int(result["predictions"][0]["class_id"])
+
+
+# --- JSON base64 -------------------------------------------------------------------------------
+
+def test_json_base64_image_is_classified(api: TestClient, chelsea_jpeg: bytes) -> None:
+    r = api.post("/v1/classify", json={"image": b64(chelsea_jpeg)})
+    assert r.status_code == 200, r.text
+    assert top_id(r.json()) in CAT_IDS
+
+
+def test_browser_data_url_is_accepted(api: TestClient, coffee_jpeg: bytes) -> None:
+    r = api.post("/v1/classify", json={"image": "data:image/jpeg;base64," + b64(coffee_jpeg)})
+    assert r.status_code == 200, r.text
+    assert top_id(r.json()) == ESPRESSO
+
+
+def test_a_json_list_of_images_gives_a_list_of_results_in_order(api: TestClient, chelsea_jpeg: bytes,
+                                                                coffee_jpeg: bytes) -> None:
+    r = api.post("/v1/classify", json={"images": [b64(chelsea_jpeg), b64(coffee_jpeg)]})
+    assert r.status_code == 200, r.text
+    results = r.json()
+    assert isinstance(results, list) and len(results) == 2
+    assert top_id(results[0]) in CAT_IDS and top_id(results[1]) == ESPRESSO
+
+
+def test_a_json_list_of_one_image_is_still_a_list(api: TestClient, coffee_jpeg: bytes) -> None:
+    r = api.post("/v1/classify", json={"images": [b64(coffee_jpeg)]})
+    assert r.status_code == 200 and isinstance(r.json(), list) and len(r.json()) == 1
+
+
+@pytest.mark.parametrize("body, status, kind", [
+    ({"image": "not base64!"}, 400, "InvalidImage"),
+    ({"image": 12}, 400, "InvalidArgument"),
+    ({"images": []}, 400, "InvalidArgument"),
+    ({"picture": "AAAA"}, 400, "InvalidArgument"),
+    ({"image": "AAAA", "url": "http://127.0.0.1/x"}, 400, "InvalidArgument"),
+    ({"image": b64(b"these bytes are no image")}, 400, "InvalidImage"),
+])
+def test_bad_json_bodies_are_4xx_with_the_error_type(api: TestClient, body: dict, status: int,
+                                                     kind: str) -> None:
+    r = api.post("/v1/classify", json=body)
+    assert r.status_code == status
+    assert r.json()["error"]["type"] == kind
+
+
+def test_base64_size_is_checked_before_decoding() -> None:
+    with pytest.raises(BodyTooLarge, match="limit is 1000"):
+        _b64("QUJD" * 400, "image", limit=1000)  # 1600 chars -> about 1200 bytes, never decoded
+
+
+def test_too_many_images_in_one_json_body_is_400(api: TestClient) -> None:
+    r = api.post("/v1/classify", json={"images": ["AAAA"] * 17})
+    assert r.status_code == 400 and "limit is 16" in r.json()["error"]["message"]
+
+
+# --- URLs ----------------------------------------------------------------------------------------
+
+def test_an_allowlisted_url_is_fetched_and_classified(api: TestClient, photos: PhotoServer) -> None:
+    r = api.post("/v1/classify", json={"url": f"{photos.base}/chelsea.jpg"})
+    assert r.status_code == 200, r.text
+    assert top_id(r.json()) in CAT_IDS
+
+
+def test_a_redirect_inside_the_allowlist_is_followed(api: TestClient, photos: PhotoServer) -> None:
+    r = api.post("/v1/classify", json={"urls": [f"{photos.base}/go?to=/chelsea.jpg"]})
+    assert r.status_code == 200, r.text
+    assert top_id(r.json()[0]) in CAT_IDS
+
+
+@pytest.mark.parametrize("url, fragment", [
+    ("http://127.0.0.2:9/chelsea.jpg", "not on this gateway's URL allowlist"),
+    ("http://localhost:9/chelsea.jpg", "not on this gateway's URL allowlist"),
+    ("file:///etc/passwd", "only http and https"),
+    ("ftp://127.0.0.1/chelsea.jpg", "only http and https"),
+    ("http://user:pw@127.0.0.1/chelsea.jpg", "credentials"),
+])
+def test_urls_outside_the_rules_are_refused_with_400_json(api: TestClient, url: str, fragment: str) -> None:
+    r = api.post("/v1/classify", json={"url": url})
+    assert r.status_code == 400
+    assert fragment in r.json()["error"]["message"]
+
+
+def test_a_redirect_to_a_private_address_is_refused(api: TestClient, photos: PhotoServer) -> None:
+    metadata = "http://169.254.169.254/latest/meta-data/"
+    r = api.post("/v1/classify", json={"url": f"{photos.base}/go?to={metadata}"})
+    assert r.status_code == 400
+    assert "169.254.169.254" in r.json()["error"]["message"]
+
+
+def test_an_allowlisted_name_that_resolves_to_loopback_is_refused(other_loopback: PhotoServer) -> None:
+    """A redirect from an allowlisted IP to an allowlisted *name* that resolves into the private
+    network: the name alone does not open it (what DNS rebinding relies on)."""
+    settings = Settings(url_fetch_allowlist=["127.0.0.2", "localhost"], url_fetch_timeout_s=2.0)
+    assert asyncio.run(fetch_image(f"{other_loopback.base}/chelsea.jpg", settings))[:2] == b"\xff\xd8"
+    port = other_loopback.base.rsplit(":", 1)[1]
+    with pytest.raises(InvalidArgument, match="resolves to a private, loopback or link-local address"):
+        asyncio.run(fetch_image(f"{other_loopback.base}/go?to=http://localhost:{port}/chelsea.jpg", settings))
+
+
+def test_url_fetching_is_off_without_an_allowlist(repository: Path, photos: PhotoServer) -> None:
+    with TestClient(create_app(Settings(repository=repository, inference_workers=1))) as client:
+        r = client.post("/v1/classify", json={"url": f"{photos.base}/chelsea.jpg"})
+    assert r.status_code == 400 and "off on this gateway" in r.json()["error"]["message"]
+
+
+def test_a_fetched_body_over_the_limit_is_413(photos: PhotoServer, chelsea_jpeg: bytes) -> None:
+    settings = Settings(url_fetch_allowlist=["127.0.0.1"], max_body_bytes=len(chelsea_jpeg) * 2)
+    with pytest.raises(BodyTooLarge):
+        asyncio.run(fetch_image(f"{photos.base}/big", settings))
+
+
+def test_a_slow_url_times_out_as_400(photos: PhotoServer) -> None:
+    settings = Settings(url_fetch_allowlist=["127.0.0.1"], url_fetch_timeout_s=0.3)
+    with pytest.raises(InvalidArgument, match="did not answer within 0.3 s|timed out|Timeout"):
+        asyncio.run(fetch_image(f"{photos.base}/slow", settings))
+
+
+def test_a_missing_url_is_400_naming_the_status(api: TestClient, photos: PhotoServer) -> None:
+    r = api.post("/v1/classify", json={"url": f"{photos.base}/nothing.jpg"})
+    assert r.status_code == 400 and "HTTP 404" in r.json()["error"]["message"]
+
+
+def test_allowlist_matching_rules() -> None:
+    import ipaddress
+
+    assert host_allowed("images.example.com", ["*.example.com"])
+    assert not host_allowed("example.com.evil.net", ["*.example.com"])
+    assert host_allowed("10.1.2.3", ["10.0.0.0/8"]) and not host_allowed("10.1.2.3", ["example.com"])
+    assert address_allowed(ipaddress.ip_address("93.184.216.34"), [])
+    for private in ("10.0.0.5", "192.168.1.1", "127.0.0.1", "169.254.169.254", "::1", "fe80::1", "0.0.0.0"):
+        assert not address_allowed(ipaddress.ip_address(private), ["example.com"]), private
+    assert address_allowed(ipaddress.ip_address("10.0.0.5"), ["10.0.0.0/8"])

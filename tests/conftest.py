@@ -1,0 +1,75 @@
+"""Shared fixtures: the exported model repository, real photos, a real running gateway.
+
+Markers for scarce things skip themselves: ``gpu`` without a CUDA device, ``export`` without torch,
+``triton`` without the tritonserver binary (its own fixture decides).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support import GatewayProcess, encode, photo, wait_ready
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS = ("efficientnet_lite0",)
+
+
+def _has_gpu() -> bool:
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    has_torch = importlib.util.find_spec("torch") is not None
+    gpu = None
+    for item in items:
+        if "export" in item.keywords and not has_torch:
+            item.add_marker(pytest.mark.skip(reason="needs torch: pip install -e '.[export]'"))
+        if "gpu" in item.keywords:
+            gpu = _has_gpu() if gpu is None else gpu
+            if not gpu:
+                item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU (none on this machine)"))
+
+
+@pytest.fixture(scope="session")
+def repository() -> Path:
+    """The project's model repository with the default models exported (exports them if missing)."""
+    repo = Path(os.environ.get("VISIONGATE_TEST_REPOSITORY", ROOT / "model_repository"))
+    missing = [m for m in DEFAULT_MODELS if not (repo / m / "config.pbtxt").is_file()]
+    if missing:
+        if importlib.util.find_spec("torch") is None:
+            pytest.fail(f"{repo} lacks {missing}; run `visiongate export --defaults` (needs the export extra)")
+        subprocess.run([sys.executable, "-m", "service.cli", "export", "--missing-only", "--no-progress",
+                        "--repository", str(repo), *missing], check=True)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def chelsea_jpeg() -> bytes:
+    return encode(photo("chelsea"), quality=92)
+
+
+@pytest.fixture(scope="session")
+def coffee_jpeg() -> bytes:
+    return encode(photo("coffee"), quality=92)
+
+
+@pytest.fixture(scope="session")
+def gateway(repository: Path) -> Iterator[str]:
+    """Base URL of a real gateway (uvicorn, httptools) serving the default models."""
+    server = GatewayProcess(repository)
+    try:
+        wait_ready(server.url)
+        yield server.url
+    finally:
+        server.stop()

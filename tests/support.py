@@ -1,0 +1,77 @@
+"""Helpers for tests: real photos, encoders, a real gateway process. Imported as ``support``."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+
+def photo(name: str) -> np.ndarray:
+    """A real photograph bundled with scikit-image, RGB uint8."""
+    from skimage import data
+
+    img = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return np.ascontiguousarray(img[..., :3])
+
+
+def encode(rgb: np.ndarray, fmt: str = "JPEG", **save: object) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, timeout_s: float = 60.0, path: str = "/readyz") -> None:
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(url + path, timeout=2)
+            if r.status_code == 200:
+                return
+            last = r.status_code
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise TimeoutError(f"{url}{path} not ready after {timeout_s}s (last: {last})")
+
+
+class GatewayProcess:
+    """A real `visiongate serve` process on a free port."""
+
+    def __init__(self, repository: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {**os.environ, "VISIONGATE_LOG_LEVEL": "warning", **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--no-export", "--port", str(self.port),
+             "--repository", str(repository)],
+            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        assert self.proc.stdout is not None
+        with self.proc.stdout:
+            return self.proc.stdout.read().decode(errors="replace")
