@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .api import classify, detect, health, models, super_resolve
+from .api import ui
 from .api import v2 as oip_v2
 from .backends.base import Backend
 from .errors import install_error_handlers
@@ -93,5 +94,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(oip_v2.router)
+    app.include_router(ui.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     max_queue_per_model: int = Field(256, ge=1, description="admitted requests waiting per model; 503 past it")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline per request; 504 past it")
     drain_timeout_s: float = Field(20.0, ge=0, description="grace for in-flight requests on SIGTERM")
+    shutdown_delay_s: float = Field(0.0, ge=0, description="on SIGTERM, keep serving (readyz 503) this long "
+                                    "before closing the listener; ~5 s behind a Kubernetes Service")
 
     # super-resolution tiling
     sr_tile_size: int = Field(0, ge=0, description="tile edge in input pixels; 0 = the model's suggestion")

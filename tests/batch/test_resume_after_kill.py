@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_jpegs
+from batch_photos import write_jpegs
 from service.batch.ledger import chunk_files, read_chunk
 
 N_IMAGES = 240
