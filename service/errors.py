@@ -164,12 +164,30 @@ async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=500)
 
 
+def drop_validation_422(app: FastAPI) -> None:
+    """FastAPI documents a 422 on every route with parameters; this gateway answers those with 400."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """The one place errors become HTTP. Starlette finds the handler by the exception's MRO."""
     app.add_exception_handler(VisionGateError, _handle_visiongate)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(StarletteHTTPException, _handle_http)
     app.add_exception_handler(Exception, _handle_unexpected)
+    drop_validation_422(app)
 
 
 #: OpenAPI ``responses=`` entry documenting the JSON error body on every endpoint

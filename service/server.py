@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from .app import create_app
+from .deadlines import DeadlineMiddleware
 from .settings import Settings
 
 
@@ -44,8 +45,9 @@ class DrainingServer(uvicorn.Server):
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
+    # DeadlineMiddleware is idempotent: harmless if create_app installs it too
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        DeadlineMiddleware(app, settings.request_timeout_s), host=settings.host, port=settings.port, log_level=settings.log_level,
         http="httptools", loop="uvloop", access_log=False,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
         limit_concurrency=None, backlog=2048,

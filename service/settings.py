@@ -51,7 +51,14 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads inside one call")
     decode_workers: int = Field(default_factory=lambda: max(2, os.cpu_count() or 1), ge=1)
     max_queue_per_model: int = Field(256, ge=1, description="admitted requests waiting per model; 503 past it")
-    request_timeout_s: float = Field(30.0, gt=0, description="deadline per request; 504 past it")
+    request_timeout_s: float = Field(30.0, gt=0, description="deadline per request; 504 past it; a caller "
+                                     "may ask for less with an X-Request-Timeout: <seconds> header")
+    max_queue_wait_s: float = Field(2.0, gt=0, description="503 (with Retry-After) at once when the work "
+                                    "queued for a model would take longer than this at the recent pace")
+    batch_delay: Literal["auto", "config", "off"] = Field(
+        "auto", description="waiting for company before running a batch: 'config' honours each model's "
+        "max_queue_delay_microseconds; 'off' batches only what is already queued; 'auto' is 'config' on "
+        "a GPU and 'off' on a CPU, where batching saves nothing and the wait is pure latency")
     drain_timeout_s: float = Field(20.0, ge=0, description="grace for in-flight requests on SIGTERM")
     shutdown_delay_s: float = Field(0.0, ge=0, description="on SIGTERM, keep serving (readyz 503) this long "
                                     "before closing the listener; ~5 s behind a Kubernetes Service")

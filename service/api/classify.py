@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request
 from ..errors import error_responses
 from ..schemas import ClassifyResult
 from .deps import ServiceDep, SettingsDep
-from .images import IMAGE_REQUEST_BODY, request_images
+from .images import IMAGE_REQUEST_BODY, one_or_many, request_images
 
 router = APIRouter(tags=["tasks"])
 
@@ -29,5 +29,4 @@ async def classify(
 ) -> ClassifyResult | list[ClassifyResult]:
     images = await request_images(request, settings)
     results = await service.classify(images, model, top_k, version)
-    multipart = request.headers.get("content-type", "").startswith("multipart/")
-    return results if multipart and len(results) > 1 else results[0]
+    return one_or_many(images, results)

@@ -5,8 +5,13 @@ adds compatible ones (same per-item shape) up to ``max_batch`` items, waiting at
 for more (Triton's ``max_queue_delay_microseconds``), and runs the batch. Results go back to the
 event loop with ``call_soon_threadsafe``, so no executor hop per request.
 
-A request whose future was cancelled (client gone) or whose deadline passed is dropped before it
-reaches the model.
+Admission control: a request is refused at once (503 ``Overloaded`` with a Retry-After) when the
+queue holds ``max_queue`` requests, or when the work already queued would take longer than
+``max_wait_s`` (or than the request's own deadline) at the recent pace. Refusing early keeps the
+latency of admitted requests bounded under overload instead of letting every request time out.
+
+A request whose future is done before it runs (deadline passed: 504, or the caller cancelled) is
+dropped before it reaches the model.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ class _Pending:
     shape_key: tuple[tuple[int, ...], ...]
     future: asyncio.Future[dict[str, np.ndarray]]
     loop: asyncio.AbstractEventLoop
-    deadline: float
+    deadline: float  # time.monotonic()
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -47,20 +52,30 @@ def _resolve(fut: asyncio.Future[dict[str, np.ndarray]], result: dict[str, np.nd
         fut.set_result(result)
 
 
+def _expire(fut: asyncio.Future[dict[str, np.ndarray]], timeout_s: float) -> None:
+    if not fut.done():
+        fut.set_exception(DeadlineExceeded(f"no result within {timeout_s:g} s"))
+
+
 class Batcher:
     def __init__(self, name: str, run: RunBatch, *, workers: int, max_batch: int, delay_s: float,
-                 max_queue: int, on_batch: Callable[[int], None] | None = None) -> None:
+                 max_queue: int, max_wait_s: float = float("inf"),
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self.name = name
         self._run = run
         self._max_batch = max(1, max_batch)
         self._delay_s = max(0.0, delay_s)
         self._max_queue = max_queue
+        self._max_wait_s = max_wait_s
         self._on_batch = on_batch
         self._queue: collections.deque[_Pending] = collections.deque()
+        self._queued_items = 0  # sum of n over the queue
         self._cond = threading.Condition()
         self._closed = False
         self._in_flight = 0
-        self._latency_ewma_s = 0.01  # per batch, seeded small; refined by every run
+        # seconds of one worker's time per item, seeded small and refined by every batch; read
+        # without the lock (a float assignment is atomic in CPython)
+        self._item_s = 0.01
         self._workers = [threading.Thread(target=self._work, name=f"infer-{name}-{i}", daemon=True)
                          for i in range(workers)]
         for t in self._workers:
@@ -70,17 +85,25 @@ class Batcher:
     def depth(self) -> int:
         return len(self._queue) + self._in_flight
 
+    def expected_wait_s(self, extra_items: int = 0) -> float:
+        """Seconds until work queued now (plus ``extra_items``) is done, at the recent pace."""
+        items = self._queued_items + self._in_flight + extra_items
+        return items * self._item_s / len(self._workers)
+
     def retry_after_s(self) -> float:
-        """How long the current queue takes to drain at the recent pace."""
-        batches = (len(self._queue) + self._in_flight) / self._max_batch
-        return max(1.0, batches * self._latency_ewma_s / max(1, len(self._workers)))
+        """How long the current queue takes to drain at the recent pace (at least 1 s)."""
+        return max(1.0, self.expected_wait_s())
 
     async def submit(self, inputs: dict[str, np.ndarray], timeout_s: float) -> dict[str, np.ndarray]:
+        """Run ``inputs`` (batch axis first) in a batch; 503 at once when it cannot be served in time,
+        504 once ``timeout_s`` has passed."""
+        if timeout_s <= 0:
+            raise DeadlineExceeded("the request's deadline passed before it reached the model")
         loop = asyncio.get_running_loop()
         first = next(iter(inputs.values()))
+        n = int(first.shape[0])
         item = _Pending(
-            inputs=inputs, n=int(first.shape[0]),
-            shape_key=tuple(a.shape[1:] for a in inputs.values()),
+            inputs=inputs, n=n, shape_key=tuple(a.shape[1:] for a in inputs.values()),
             future=loop.create_future(), loop=loop, deadline=time.monotonic() + timeout_s,
         )
         with self._cond:
@@ -89,16 +112,34 @@ class Batcher:
             if len(self._queue) >= self._max_queue:
                 raise Overloaded(f"model {self.name!r} has {len(self._queue)} requests waiting; retry later",
                                  retry_after_s=self.retry_after_s())
+            # only refuse on the time estimate when something is queued: an idle model always tries
+            wait = self.expected_wait_s(n)
+            if self._queue and wait > min(self._max_wait_s, timeout_s):
+                raise Overloaded(f"model {self.name!r} is busy: about {wait:.2f} s of work is queued, more "
+                                 f"than this request's {min(self._max_wait_s, timeout_s):g} s; retry later",
+                                 retry_after_s=self.retry_after_s())
             self._queue.append(item)
+            self._queued_items += n
             self._cond.notify()
+        timer = loop.call_later(timeout_s, _expire, item.future, timeout_s)
         try:
-            return await asyncio.wait_for(asyncio.shield(item.future), timeout=timeout_s)
-        except TimeoutError:
-            item.future.cancel()
-            raise DeadlineExceeded(f"no result within {timeout_s:g} s") from None
-        except asyncio.CancelledError:
-            item.future.cancel()  # the caller went away: drop the work if it has not started
-            raise
+            # a cancelled caller cancels the future too, so the worker drops the work
+            return await item.future
+        finally:
+            timer.cancel()
+
+    def _gather(self, first: _Pending, batch: list[_Pending], n: int) -> int:
+        """Move queued requests that fit ``first``'s shape into ``batch`` (under the lock); new size."""
+        kept: collections.deque[_Pending] = collections.deque()
+        while self._queue:
+            item = self._queue.popleft()
+            if n < self._max_batch and item.shape_key == first.shape_key and n + item.n <= self._max_batch:
+                batch.append(item)
+                n += item.n
+            else:
+                kept.append(item)
+        self._queue = kept
+        return n
 
     def _take_batch(self) -> list[_Pending] | None:
         with self._cond:
@@ -110,32 +151,31 @@ class Batcher:
             batch, n = [first], first.n
             wait_until = time.monotonic() + self._delay_s
             while n < self._max_batch:
-                for item in list(self._queue):
-                    if item.shape_key == first.shape_key and n + item.n <= self._max_batch:
-                        self._queue.remove(item)
-                        batch.append(item)
-                        n += item.n
+                if self._queue:
+                    n = self._gather(first, batch, n)
                 remaining = wait_until - time.monotonic()
                 if n >= self._max_batch or remaining <= 0 or self._closed:
                     break
                 self._cond.wait(remaining)
-            self._in_flight += len(batch)
+            self._queued_items -= n
+            self._in_flight += n
             return batch
 
     def _work(self) -> None:
         while (batch := self._take_batch()) is not None:
+            n = sum(item.n for item in batch)
             try:
                 self._run_batch(batch)
             finally:
                 with self._cond:
-                    self._in_flight -= len(batch)
+                    self._in_flight -= n
                     self._cond.notify_all()
 
     def _run_batch(self, batch: list[_Pending]) -> None:
         now = time.monotonic()
         live = []
         for item in batch:
-            if item.future.cancelled():
+            if item.future.done():  # cancelled by its caller, or already answered 504 by its timer
                 continue
             if now > item.deadline:
                 item.loop.call_soon_threadsafe(_resolve, item.future, None,
@@ -149,6 +189,7 @@ class Batcher:
             stacked = live[0].inputs
         else:
             stacked = {k: np.concatenate([it.inputs[k] for it in live]) for k in names}
+        n = sum(it.n for it in live)
         started = time.monotonic()
         try:
             outputs = self._run(stacked)
@@ -156,9 +197,9 @@ class Batcher:
             for item in live:
                 item.loop.call_soon_threadsafe(_resolve, item.future, None, exc)
             return
-        self._latency_ewma_s = 0.8 * self._latency_ewma_s + 0.2 * (time.monotonic() - started)
+        self._item_s = 0.8 * self._item_s + 0.2 * (time.monotonic() - started) / n
         if self._on_batch is not None:
-            self._on_batch(sum(it.n for it in live))
+            self._on_batch(n)
         offset = 0
         for item in live:
             part = outputs if len(live) == 1 else {k: v[offset:offset + item.n] for k, v in outputs.items()}

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from ..deadlines import remaining_s
 from ..errors import BackendError, InvalidArgument, ModelNotFound, ServiceUnavailable
 from ..repository import ConfigError, ModelSpec, read_model, scan
 from ..settings import Settings
@@ -91,13 +92,22 @@ class OnnxRuntimeBackend:
                 f"{spec.name}/{version}", self._runner(spec.name, session),
                 workers=self._settings.inference_workers,
                 max_batch=spec.max_batch_size or 1,
-                delay_s=spec.max_queue_delay_us / 1e6,
+                delay_s=self._batch_delay_s(spec, session),
                 max_queue=self._settings.max_queue_per_model,
+                max_wait_s=self._settings.max_queue_wait_s,
                 on_batch=(lambda n, name=spec.name: self._on_batch(name, n)) if self._on_batch else None,
             )
         if not sessions:
             raise ConfigError(f"model {spec.name!r} has no version folder with a model")
         return _Loaded(spec, sessions, batchers)
+
+    def _batch_delay_s(self, spec: ModelSpec, session: ort.InferenceSession) -> float:
+        # On a CPU a batch of 8 costs 8 single runs (notes/performance.md): waiting for company only
+        # adds latency. On a GPU the model's max_queue_delay buys throughput, as in Triton.
+        policy = self._settings.batch_delay
+        if policy == "auto":
+            policy = "off" if session.get_providers()[0] == "CPUExecutionProvider" else "config"
+        return spec.max_queue_delay_us / 1e6 if policy == "config" else 0.0
 
     def _runner(self, name: str, session: ort.InferenceSession) -> Callable[[dict[str, np.ndarray]],
                                                                              dict[str, np.ndarray]]:
@@ -161,11 +171,12 @@ class OnnxRuntimeBackend:
             raise InvalidArgument(f"model {model!r} takes inputs {sorted(expected)}, got {sorted(inputs)}")
         n = int(next(iter(inputs.values())).shape[0])
         step = max(1, spec.max_batch_size)
+        timeout_s = remaining_s(self._settings.request_timeout_s)  # the caller's deadline, if shorter
         if n <= step:
-            return await batcher.submit(inputs, self._settings.request_timeout_s)
+            return await batcher.submit(inputs, timeout_s)
         # one request with more items than a batch holds (several images, SR tiles): split it
         parts = await asyncio.gather(*(
-            batcher.submit({k: a[i:i + step] for k, a in inputs.items()}, self._settings.request_timeout_s)
+            batcher.submit({k: a[i:i + step] for k, a in inputs.items()}, timeout_s)
             for i in range(0, n, step)
         ))
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -5,7 +5,8 @@ The only place that reads the Kubernetes Indexed Job variables (``JOB_COMPLETION
 
 Exit status: 0 the shard is complete (per-image failures are records, not a failed run; add
 ``--strict`` to exit 1 when any image failed); 2 bad arguments or a DEST/model problem found before
-scoring; 3 stopped early (remote side down after retries, SIGTERM/SIGINT): re-run to resume.
+scoring; 3 stopped early or never started because the remote side is down (after retries), or
+SIGTERM/SIGINT: re-run to resume.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..errors import VisionGateError
+from ..errors import ServiceUnavailable, VisionGateError
 from .ledger import LedgerError
 from .progress import Summary
 from .retry import RetryPolicy
@@ -139,6 +140,9 @@ def run(args: argparse.Namespace) -> int:
             summary = run_ray(cfg, settings, opts, address=args.ray_address, workers=args.ray_workers)
         else:
             summary = asyncio.run(run_async(cfg, _engine(args, settings, opts)))
+    except ServiceUnavailable as exc:  # the gateway/Triton is not up (yet): worth a retry of the job
+        print(f"visiongate score: {exc.message}; re-run to resume", file=sys.stderr)
+        return EXIT_STOPPED
     except (LedgerError, VisionGateError, ValueError, ImportError) as exc:
         print(f"visiongate score: {exc}", file=sys.stderr)
         return EXIT_USAGE

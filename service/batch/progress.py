@@ -22,17 +22,19 @@ class Summary:
     scored: int = 0  # status ok this run
     failed: int = 0  # status error this run
     chunks: int = 0  # chunk files committed this run
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # the whole run: listing, model load, scoring
+    scoring_s: float = 0.0  # from the first image read to the last chunk committed
     stopped: str | None = None  # why the run ended early, if it did
 
     @property
     def images_per_s(self) -> float:
-        return (self.scored + self.failed) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Steady-state rate: images finished per second of scoring (model load left out)."""
+        return (self.scored + self.failed) / self.scoring_s if self.scoring_s > 0 else 0.0
 
     def line(self) -> str:
         text = (f"scored {self.scored}, failed {self.failed}, skipped-as-done {self.skipped_done} "
                 f"(of {self.in_shard} in this shard, {self.listed} images under SOURCE); "
-                f"{self.chunks} chunks in {self.elapsed_s:.1f} s, {self.images_per_s:.1f} img/s")
+                f"{self.chunks} chunks in {self.elapsed_s:.1f} s, {self.images_per_s:.1f} img/s while scoring")
         return text + (f"; STOPPED: {self.stopped}" if self.stopped else "")
 
 

@@ -90,7 +90,9 @@ def run_ray(cfg: RunConfig, settings: Settings, opts: TaskOptions, address: str 
             if own_cluster:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
             try:
+                scoring_started = time.monotonic()
                 _score_on_ray(cfg, settings, opts, work.todo, work.next_seq, summary, workers, batch_size)
+                summary.scoring_s = time.monotonic() - scoring_started  # includes the actors' model load
             finally:
                 if own_cluster:
                     ray.shutdown()

@@ -186,7 +186,9 @@ async def run_async(cfg: RunConfig, engine: Engine) -> Summary:
             installed = _install_stop_handlers(stop, summary)
             await engine.start()
             try:
+                scoring_started = time.monotonic()
                 await score_all(cfg, engine, work.todo, writer, summary, stop)
+                summary.scoring_s = time.monotonic() - scoring_started
             finally:
                 for sig in installed:
                     asyncio.get_running_loop().remove_signal_handler(sig)

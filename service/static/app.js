@@ -115,7 +115,10 @@ function showComparison(file, upscaled) {
   after.src = URL.createObjectURL(upscaled);
   before.src = URL.createObjectURL(file);
   after.onload = () => {
-    // the original is stretched to the upscaled size so the two line up under the slider
+    // show small results enlarged (pixels kept sharp) so the difference is visible; the original
+    // is stretched to the same box so the two line up under the slider
+    const room = $("compare").parentElement.clientWidth - 32;
+    after.style.width = `${Math.min(room, Math.max(after.naturalWidth, 640))}px`;
     before.style.width = `${after.clientWidth}px`;
     before.style.height = `${after.clientHeight}px`;
   };

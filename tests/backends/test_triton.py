@@ -5,8 +5,9 @@ can raise."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -239,6 +240,21 @@ def classify(url: str, jpeg: bytes, model: str = "efficientnet_lite0") -> httpx.
                       headers={"content-type": "image/jpeg"}, timeout=30)
 
 
+@contextlib.contextmanager
+def gateway_over(url: str, protocol: str, repository: Path) -> Iterator[GatewayProcess]:
+    """A real `visiongate serve` process with VISIONGATE_BACKEND=triton; its log joins any failure."""
+    proc = GatewayProcess(repository, gateway_env(url, protocol))
+    try:
+        yield proc
+    except BaseException as exc:
+        exc.add_note(f"gateway log:\n{proc.stop()[-4000:]}")
+        raise
+    finally:
+        proc.stop()
+        assert proc.proc.stdout is not None
+        proc.proc.stdout.close()
+
+
 def eventually(check: object, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():  # type: ignore[operator]
@@ -250,8 +266,7 @@ def eventually(check: object, timeout_s: float = 30.0) -> None:
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_gateway_over_triton_answers_like_the_embedded_gateway(
         triton: TritonServer, repository: Path, gateway: str, chelsea_jpeg: bytes, protocol: str) -> None:
-    proc = GatewayProcess(repository, gateway_env(triton.url(protocol), protocol))
-    try:
+    with gateway_over(triton.url(protocol), protocol, repository) as proc:
         wait_ready(proc.url)
         assert httpx.get(f"{proc.url}/readyz").json()["backend"] == "triton"
         remote, local = classify(proc.url, chelsea_jpeg), classify(gateway, chelsea_jpeg)
@@ -260,15 +275,12 @@ def test_gateway_over_triton_answers_like_the_embedded_gateway(
                [p["class_id"] for p in local.json()["predictions"]]
         missing = classify(proc.url, chelsea_jpeg, model="no_such_model")
         assert missing.status_code == 404 and missing.json()["error"]["type"] == "ModelNotFound"
-    finally:
-        proc.stop()
 
 
 @pytest.mark.triton
 def test_gateway_starts_without_triton_and_becomes_ready_when_it_comes(
         spare_triton: TritonServer, repository: Path, chelsea_jpeg: bytes) -> None:
-    proc = GatewayProcess(repository, gateway_env(spare_triton.grpc_url))
-    try:
+    with gateway_over(spare_triton.grpc_url, "grpc", repository) as proc:
         wait_ready(proc.url, path="/healthz")  # live at once
         assert httpx.get(f"{proc.url}/readyz").status_code == 503
         down = classify(proc.url, chelsea_jpeg)
@@ -278,8 +290,6 @@ def test_gateway_starts_without_triton_and_becomes_ready_when_it_comes(
         spare_triton.start()
         wait_ready(proc.url, timeout_s=30)
         assert classify(proc.url, chelsea_jpeg).status_code == 200
-    finally:
-        proc.stop()
 
 
 @pytest.mark.triton
@@ -287,8 +297,7 @@ def test_gateway_starts_without_triton_and_becomes_ready_when_it_comes(
 def test_triton_killed_mid_run_gives_503_then_recovers_by_itself(
         spare_triton: TritonServer, repository: Path, chelsea_jpeg: bytes, protocol: str) -> None:
     spare_triton.start()
-    proc = GatewayProcess(repository, gateway_env(spare_triton.url(protocol), protocol))
-    try:
+    with gateway_over(spare_triton.url(protocol), protocol, repository) as proc:
         wait_ready(proc.url)
         assert classify(proc.url, chelsea_jpeg).status_code == 200
 
@@ -301,8 +310,6 @@ def test_triton_killed_mid_run_gives_503_then_recovers_by_itself(
         spare_triton.start()
         wait_ready(proc.url, timeout_s=30)
         assert classify(proc.url, chelsea_jpeg).status_code == 200
-    finally:
-        proc.stop()
 
 
 async def test_backend_down_at_start_is_live_but_not_ready(repository: Path) -> None:

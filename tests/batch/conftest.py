@@ -51,3 +51,38 @@ def detect_repo(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 @pytest.fixture(scope="session")
 def sr_repo(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _one_model_repo(repository, tmp_path_factory, "waifu2x_x2")
+
+
+def _triton_helpers():  # noqa: ANN202 - a module
+    """tests/backends/triton_server.py, loaded by path (that folder is not on sys.path from here)."""
+    import importlib.util
+    import sys
+
+    name = "triton_server"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parent.parent / "backends" / "triton_server.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def triton_classifier(repository: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A real tritonserver (nvidia-pytriton's binary, python backend) serving the classifier."""
+    helpers = _triton_helpers()
+    try:
+        install = helpers.find_install()
+    except helpers.TritonNotInstalled as exc:
+        pytest.skip(str(exc))
+    work = tmp_path_factory.mktemp("batch-triton")
+    helpers.python_repository(repository, work / "repo", models=["efficientnet_lite0"])
+    server = helpers.TritonServer(work / "repo", work, install)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

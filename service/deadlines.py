@@ -1,0 +1,69 @@
+"""Per-request deadlines: a caller may ask for less than ``request_timeout_s`` with a header.
+
+``X-Request-Timeout: 0.5`` (or ``Request-Timeout``; seconds, decimal) sets the request's deadline to
+arrival + 0.5 s, never past the server's own ``request_timeout_s``. The deadline lives in a
+context variable set by ``DeadlineMiddleware``; backends ask ``remaining_s()`` when they queue work,
+so time spent reading and decoding counts, and a request that cannot be served in time is refused
+at once (503) or cut at its deadline (504) instead of occupying the model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextvars import ContextVar
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import InvalidArgument, error_response
+
+HEADERS = (b"x-request-timeout", b"request-timeout")
+_SCOPE_KEY = "visiongate.deadline"
+_deadline: ContextVar[float | None] = ContextVar("visiongate_deadline", default=None)
+
+
+def parse_timeout(value: str) -> float:
+    """Header value -> seconds (> 0, finite); ``InvalidArgument`` otherwise."""
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidArgument(f"X-Request-Timeout must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def remaining_s(default_s: float) -> float:
+    """Seconds left for the current request: its deadline if one was set, else ``default_s``."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return default_s
+    return min(default_s, deadline - time.monotonic())
+
+
+class DeadlineMiddleware:
+    """Sets the request's deadline from ``request_timeout_s`` and the caller's header (the shorter)."""
+
+    def __init__(self, app: ASGIApp, default_s: float) -> None:
+        self.app = app
+        self.default_s = default_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _SCOPE_KEY in scope:  # idempotent when installed twice
+            await self.app(scope, receive, send)
+            return
+        timeout = self.default_s
+        for name, value in scope.get("headers", ()):
+            if name in HEADERS:
+                try:
+                    timeout = min(timeout, parse_timeout(value.decode("latin-1")))
+                except InvalidArgument as exc:
+                    await error_response(exc)(scope, receive, send)
+                    return
+        deadline = time.monotonic() + timeout
+        scope[_SCOPE_KEY] = deadline
+        token = _deadline.set(deadline)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _deadline.reset(token)

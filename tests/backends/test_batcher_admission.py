@@ -1,0 +1,130 @@
+"""Admission control of the embedded batcher: refuse at once what cannot be served in time.
+
+The runner is a plain numpy function behind a gate, so the queue's state is exact; the real model
+goes through the same class in tests/backends/test_onnxruntime.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from service.backends.batcher import Batcher
+from service.errors import DeadlineExceeded, Overloaded
+
+
+def gated(gate: threading.Event, seen: list[int]):  # type: ignore[no-untyped-def]
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        gate.wait(5)
+        seen.append(len(inputs["x"]))
+        return {"y": inputs["x"] + 1}
+
+    return run
+
+
+def one() -> dict[str, np.ndarray]:
+    return {"x": np.ones((1, 2), np.float32)}
+
+
+async def test_queued_work_longer_than_max_wait_is_refused_at_once_with_its_drain_time() -> None:
+    gate, seen = threading.Event(), []
+    # each item is known to take 0.2 s of a worker; at most 0.5 s of queued work is accepted
+    batcher = Batcher("m", gated(gate, seen), workers=1, max_batch=1, delay_s=0, max_queue=100, max_wait_s=0.5)
+    batcher._item_s = 0.2
+    try:
+        running = asyncio.ensure_future(batcher.submit(one(), 5))
+        await asyncio.sleep(0.05)
+        queued = asyncio.ensure_future(batcher.submit(one(), 5))  # 1 running + 1 queued = 0.4 s
+        await asyncio.sleep(0.01)
+        started = time.monotonic()
+        with pytest.raises(Overloaded) as refused:
+            await batcher.submit(one(), 5)  # would make it 0.6 s
+        assert time.monotonic() - started < 0.05
+        assert refused.value.retry_after_s >= 1
+        gate.set()
+        assert [float(r["y"][0, 0]) for r in await asyncio.gather(running, queued)] == [2.0, 2.0]
+    finally:
+        gate.set()
+        batcher.close()
+
+
+async def test_a_request_whose_own_deadline_is_shorter_than_the_queue_is_refused_not_timed_out() -> None:
+    gate, seen = threading.Event(), []
+    batcher = Batcher("m", gated(gate, seen), workers=1, max_batch=1, delay_s=0, max_queue=100)
+    batcher._item_s = 0.2
+    try:
+        running = asyncio.ensure_future(batcher.submit(one(), 5))
+        await asyncio.sleep(0.05)
+        queued = asyncio.ensure_future(batcher.submit(one(), 5))
+        await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded):
+            await batcher.submit(one(), timeout_s=0.1)  # 0.6 s of work ahead, 0.1 s to live
+        gate.set()
+        await asyncio.gather(running, queued)
+    finally:
+        gate.set()
+        batcher.close()
+    assert seen == [1, 1]
+
+
+async def test_an_idle_model_always_admits_even_a_slow_request() -> None:
+    gate = threading.Event()
+    batcher = Batcher("m", gated(gate, []), workers=1, max_batch=1, delay_s=0, max_queue=10, max_wait_s=0.001)
+    batcher._item_s = 10.0
+    try:
+        task = asyncio.ensure_future(batcher.submit(one(), 5))
+        await asyncio.sleep(0.02)
+        gate.set()
+        assert float((await task)["y"][0, 0]) == 2.0
+    finally:
+        gate.set()
+        batcher.close()
+
+
+async def test_a_cancelled_caller_s_work_never_reaches_the_model() -> None:
+    gate, seen = threading.Event(), []
+    batcher = Batcher("m", gated(gate, seen), workers=1, max_batch=1, delay_s=0, max_queue=10)
+    try:
+        running = asyncio.ensure_future(batcher.submit(one(), 5))
+        await asyncio.sleep(0.05)
+        gone = asyncio.ensure_future(batcher.submit({"x": np.ones((3, 2), np.float32)}, 5))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        await asyncio.sleep(0.01)
+        gate.set()
+        await running
+        await asyncio.sleep(0.05)
+    finally:
+        gate.set()
+        batcher.close()
+    assert seen == [1]  # the cancelled 3-row request was dropped
+
+
+async def test_no_time_left_is_a_504_before_queueing() -> None:
+    batcher = Batcher("m", gated(threading.Event(), []), workers=1, max_batch=1, delay_s=0, max_queue=10)
+    try:
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit(one(), timeout_s=0.0)
+        assert batcher.depth == 0
+    finally:
+        batcher.close()
+
+
+async def test_without_a_delay_a_worker_takes_what_is_queued_and_does_not_wait() -> None:
+    gate, seen = threading.Event(), []
+    batcher = Batcher("m", gated(gate, seen), workers=1, max_batch=8, delay_s=0, max_queue=64)
+    try:
+        first = asyncio.ensure_future(batcher.submit(one(), 5))
+        await asyncio.sleep(0.05)  # the worker holds a batch of 1
+        rest = [asyncio.ensure_future(batcher.submit(one(), 5)) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(first, *rest)
+    finally:
+        gate.set()
+        batcher.close()
+    assert seen == [1, 3]
