@@ -172,7 +172,8 @@ run_and_check() {
     make_photo
     # --health-interval disable: no systemd timer here; the check is run once by hand below.
     # (podman still logs that it cannot reach systemd for the timer: kept out of the output)
-    CID=$(podman run -d --health-interval disable -p "127.0.0.1:$SMOKE_PORT:8080" \
+    # --read-only (+ podman's tmpfs /tmp) as in compose.yaml and the pods' readOnlyRootFilesystem.
+    CID=$(podman run -d --read-only --health-interval disable -p "127.0.0.1:$SMOKE_PORT:8080" \
         -v "$MODEL_REPO:/models:ro" "$IMAGE" 2>"$WORK/run.err") || { cat "$WORK/run.err"; die "podman run failed"; }
     log "container ${CID:0:12} started"
     wait_ready

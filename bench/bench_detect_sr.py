@@ -227,7 +227,7 @@ def main() -> None:
                          "errors": g["errors"], "server_cores": g.get("server_cores"),
                          "client_cores": g.get("client_cores"),
                          "foreign_pct": max(float(g.get("foreign_pct", 0)), float(raw["foreign_pct"]))})  # type: ignore[arg-type]
-            log(f"{name}: {rows[-1]}")
+            log(f"{name}: {rows[-1]}" + (f" last error: {g['last_error']}" if g.get("last_error") else ""))
     finally:
         server.stop()
     print(table(rows, [("task", "task"), ("gw_img_s", "gateway img/s"), ("inproc_img_s", "in-process img/s"),

@@ -122,9 +122,11 @@ def main() -> None:
         raw = ceiling(paths, repo, args.model)
         steady, whole, summary = visiongate_score(work / "src", work / "out", repo, args.model)
         assert summary["scored"] == len(paths), summary
-        print(f"raw in-process ceiling (read+decode+preprocess+ORT, 2 single-threaded callers): {raw:7.1f} img/s")
-        print(f"visiongate score, scoring phase:                                               {steady:7.1f} img/s")
-        print(f"visiongate score, whole command (start-up + model load + listing):             {whole:7.1f} img/s")
+        rows = [("raw in-process ceiling (read+decode+preprocess+ORT, 2 single-threaded callers)", raw),
+                ("visiongate score, scoring phase", steady),
+                ("visiongate score, whole command (start-up + model load + listing)", whole)]
+        for label, rate in rows:
+            print(f"{label:<82} {rate:7.1f} img/s")
         print(f"ratio scoring phase / ceiling: {steady / raw:.2f}   whole command / ceiling: {whole / raw:.2f}")
         print(f"load average after {os.getloadavg()[0]:.2f} (the machine is shared: numbers move with it)")
 

@@ -21,6 +21,7 @@ import contextlib
 import json
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,8 +45,8 @@ def triton_grpc(url: str | None) -> Iterator[tuple[str, int | None]]:
         return
     from triton_server import TritonServer, python_repository
 
-    work = SCRATCH / "triton"
-    shutil.rmtree(work, ignore_errors=True)
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="triton-overhead-", dir=SCRATCH))  # private: other benches use SCRATCH
     python_repository(REPOSITORY, work / "repo", models=[MODEL])
     server = TritonServer(work / "repo", work)
     server.start()
@@ -55,6 +56,7 @@ def triton_grpc(url: str | None) -> Iterator[tuple[str, int | None]]:
         yield server.grpc_url, server.proc.pid
     finally:
         server.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 async def gateway_point(url: str, jpegs: list[bytes], concurrency: int, duration_s: float,

@@ -45,8 +45,8 @@ def triton_sender(addr: str):  # type: ignore[no-untyped-def]
     out = [InferRequestedOutput("LOGITS", class_count=5)]
 
     async def send(data: bytes) -> int:
-        inp = InferInput("JPEG", [1, 1], "BYTES")
-        inp.set_data_from_numpy(np.array([[data]], dtype=object))
+        inp = InferInput("JPEG", [1, len(data)], "UINT8")
+        inp.set_data_from_numpy(np.frombuffer(data, np.uint8)[None])
         r = await client.infer("effnet_jpeg", [inp], outputs=out, client_timeout=60)
         return int(r.as_numpy("LOGITS")[0][0].decode().split(":")[1])
 

@@ -50,10 +50,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from export.cli import run
+def cmd_export(argv: list[str]) -> int:
+    from export.cli import add_arguments, run
 
-    return run(args)
+    parser = argparse.ArgumentParser(prog="visiongate export",
+                                     description="Export models to ONNX into a Triton model repository.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -107,11 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="do not export missing default models before serving")
     serve.set_defaults(func=cmd_serve)
 
-    export = sub.add_parser("export", help="export models to ONNX into the repository (needs the export extra)")
-    from export.cli import add_arguments
-
-    add_arguments(export)
-    export.set_defaults(func=cmd_export)
+    # The export CLI imports torch; parse its arguments only when it runs, so `serve` stays light.
+    export = sub.add_parser("export", add_help=False,
+                            help="export models to ONNX into the repository (needs the export extra)")
+    export.add_argument("export_args", nargs=argparse.REMAINDER)
+    export.set_defaults(func=lambda args: cmd_export(args.export_args))
 
     score = sub.add_parser("score", help="score a folder of images (resumable, shardable)")
     from .batch.cli import add_arguments as add_score_arguments
@@ -127,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "export":
+        return cmd_export(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -148,6 +148,9 @@ class InferenceService:
         return names[0]
 
     async def prepare_many(self, images: list[bytes], spec: ModelSpec) -> list[Prepared]:
+        admit = getattr(self.backend, "admit", None)
+        if admit is not None:  # refuse an overloaded model's work before paying for the decode
+            admit(spec.name, len(images))
         loop = asyncio.get_running_loop()
         if len(images) == 1:
             return [await loop.run_in_executor(self.executor, prepare, images[0], spec, self.settings)]

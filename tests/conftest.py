@@ -18,7 +18,7 @@ import pytest
 from support import GatewayProcess, encode, photo, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODELS = ("efficientnet_lite0",)
+DEFAULT_MODELS = ("efficientnet_lite0", "yolov3_tiny", "waifu2x_x2")
 
 
 def _has_gpu() -> bool:

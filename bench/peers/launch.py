@@ -56,7 +56,10 @@ def _pytriton() -> Path | None:
 
 
 def triton_repo(model: Path, out: Path) -> tuple[Path, Path]:
-    """A backend folder and a one-model repository (``effnet_jpeg``: JPEG bytes in, logits out)."""
+    """A backend folder and a one-model repository (``effnet_jpeg``: JPEG bytes in, logits out).
+
+    The JPEG travels as a ragged ``UINT8 [-1]`` tensor: this server build's python backend read
+    BYTES tensors from tritonclient 2.73 as garbage here (0xAE-filled lengths)."""
     ts = _pytriton()
     assert ts is not None
     shutil.rmtree(out, ignore_errors=True)
@@ -69,7 +72,7 @@ def triton_repo(model: Path, out: Path) -> tuple[Path, Path]:
     (d / "config.pbtxt").write_text(f"""name: "effnet_jpeg"
 backend: "python"
 max_batch_size: 8
-input [ {{ name: "JPEG" data_type: TYPE_STRING dims: [ 1 ] }} ]
+input [ {{ name: "JPEG" data_type: TYPE_UINT8 dims: [ -1 ] allow_ragged_batch: true }} ]
 output [ {{ name: "LOGITS" data_type: TYPE_FP32 dims: [ 1000 ] }} ]
 dynamic_batching {{ max_queue_delay_microseconds: 5000 }}
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]

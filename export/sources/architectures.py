@@ -92,7 +92,7 @@ def _classifier(arch: str, layouts: tuple[_Layout, ...]) -> Callable[[Mapping[st
                                                                        LoadedModel]:
     def load(state: Mapping[str, torch.Tensor], opts: ArchOptions, provenance: str) -> LoadedModel:
         from_checkpoint = next((state[lay.head].shape[0] for lay in layouts if lay.head in state), None)
-        n = opts.num_classes or (len(opts.labels) if opts.labels else None) or from_checkpoint or 1000
+        n = opts.num_classes or from_checkpoint or (len(opts.labels) if opts.labels else None) or 1000
         labels = opts.labels
         if labels is not None and len(labels) != n:
             raise CheckpointError(f"{len(labels)} labels for a {n}-class {arch}")
@@ -147,8 +147,8 @@ def _detector(arch: str) -> Callable[[Mapping[str, torch.Tensor], ArchOptions, s
         labels = opts.labels
         if softmax and labels and labels[0].lower() in ("__background__", "background"):
             labels = labels[1:]
-        n = (opts.num_classes or (len(labels) + softmax if labels else None)
-             or classes_in_checkpoint(arch, dict(state)) or 91)
+        n = (opts.num_classes or classes_in_checkpoint(arch, dict(state))
+             or (len(labels) + softmax if labels else None) or 91)
         columns = n - 1 if softmax else n
         if labels is not None and len(labels) != columns:
             raise CheckpointError(f"{len(labels)} labels for {arch} with num_classes={n}: expected {columns}"

@@ -53,4 +53,4 @@ BUILTIN: dict[str, Callable[[], LoadedModel]] = {
 }
 
 #: what `visiongate export --defaults` (and the README's set-up command) exports
-DEFAULTS: tuple[str, ...] = ("efficientnet_lite0",)
+DEFAULTS: tuple[str, ...] = ("efficientnet_lite0", "yolov3_tiny", "waifu2x_x2")

@@ -22,7 +22,7 @@ router = APIRouter(tags=["tasks"])
     summary="Detect objects (raw image/* body or multipart 'file'; several files give a list)",
     description="Boxes are in the pixels of the EXIF-upright original image. With `annotated=true` "
                 "(or `Accept: image/png` / `image/jpeg`) the answer is the image with the boxes drawn, "
-                "at its original size, and the JSON result in the `X-Detections` header is left out.",
+                "at its original size, with the number of detections in `X-Detection-Count`.",
     openapi_extra={"requestBody": IMAGE_REQUEST_BODY},
     responses={**error_responses(400, 404, 413, 415, 503, 504),
                200: {"content": {"image/png": {}, "image/jpeg": {}}}},

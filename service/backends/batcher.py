@@ -94,6 +94,21 @@ class Batcher:
         """How long the current queue takes to drain at the recent pace (at least 1 s)."""
         return max(1.0, self.expected_wait_s())
 
+    def admit(self, n: int, timeout_s: float) -> None:
+        """Raise 503 now if ``n`` more items would be refused: cheap, so callers check it before
+        decoding (a refused request should cost as little as possible under overload)."""
+        if self._closed:
+            raise ServiceUnavailable(f"model {self.name!r} is shutting down", retry_after_s=5)
+        queued = len(self._queue)
+        if queued >= self._max_queue:
+            raise Overloaded(f"model {self.name!r} has {queued} requests waiting; retry later",
+                             retry_after_s=self.retry_after_s())
+        # only refuse on the time estimate when something is queued: an idle model always tries
+        wait, limit = self.expected_wait_s(n), min(self._max_wait_s, timeout_s)
+        if queued and wait > limit:
+            raise Overloaded(f"model {self.name!r} is busy: about {wait:.2f} s of work is queued, more than "
+                             f"this request's {limit:g} s; retry later", retry_after_s=self.retry_after_s())
+
     async def submit(self, inputs: dict[str, np.ndarray], timeout_s: float) -> dict[str, np.ndarray]:
         """Run ``inputs`` (batch axis first) in a batch; 503 at once when it cannot be served in time,
         504 once ``timeout_s`` has passed."""
@@ -107,17 +122,7 @@ class Batcher:
             future=loop.create_future(), loop=loop, deadline=time.monotonic() + timeout_s,
         )
         with self._cond:
-            if self._closed:
-                raise ServiceUnavailable(f"model {self.name!r} is shutting down", retry_after_s=5)
-            if len(self._queue) >= self._max_queue:
-                raise Overloaded(f"model {self.name!r} has {len(self._queue)} requests waiting; retry later",
-                                 retry_after_s=self.retry_after_s())
-            # only refuse on the time estimate when something is queued: an idle model always tries
-            wait = self.expected_wait_s(n)
-            if self._queue and wait > min(self._max_wait_s, timeout_s):
-                raise Overloaded(f"model {self.name!r} is busy: about {wait:.2f} s of work is queued, more "
-                                 f"than this request's {min(self._max_wait_s, timeout_s):g} s; retry later",
-                                 retry_after_s=self.retry_after_s())
+            self.admit(n, timeout_s)
             self._queue.append(item)
             self._queued_items += n
             self._cond.notify()

@@ -157,6 +157,13 @@ class OnnxRuntimeBackend:
         loaded = self._models.get(model)
         return sum(b.depth for b in loaded.batchers.values()) if loaded else 0
 
+    def admit(self, model: str, n: int, version: int | None = None) -> None:
+        """503 at once when ``model`` would refuse ``n`` more items (checked before decoding)."""
+        loaded = self._models.get(model)
+        batcher = loaded.batchers.get(version if version is not None else max(loaded.batchers)) if loaded else None
+        if batcher is not None:
+            batcher.admit(n, remaining_s(self._settings.request_timeout_s))
+
     async def infer(self, model: str, inputs: dict[str, np.ndarray],
                     version: int | None = None) -> dict[str, np.ndarray]:
         spec = self.describe(model)

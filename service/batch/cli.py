@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", type=Path, help="folder of images (searched recursively)")
     parser.add_argument("--task", required=True, choices=CLI_TASKS)
     parser.add_argument("--out", required=True, type=Path, dest="dest",
-                        help="results folder: part-<shard>-<seq>.<format> chunks (+ images/ for super-resolve)")
+                        help="results folder: part-<shard>-<seq>.<format> chunks "
+                             "(+ images/ for super-resolve)")
     parser.add_argument("--model", help="model name; default: the first model that does the task")
     parser.add_argument("--version", type=int, help="model version; default: the newest")
     parser.add_argument("--top-k", type=int, default=5, help="classify: classes per image (default 5)")

@@ -131,7 +131,8 @@ class HttpEngine:
         try:
             resp = await self._client.get("/v1/models")
         except self._httpx.HTTPError as exc:
-            raise BackendUnavailable(f"the gateway at {self._client.base_url} cannot be reached: {exc}") from exc
+            raise BackendUnavailable(
+                f"the gateway at {self._client.base_url} cannot be reached: {exc}") from exc
         if resp.status_code != 200:
             raise remote_error(resp.status_code, _json(resp), resp.headers.get("retry-after"))
 
@@ -146,7 +147,8 @@ class HttpEngine:
         except httpx.TimeoutException as exc:
             raise DeadlineExceeded(f"the gateway did not answer in time: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:  # refused, reset, closed mid-response
-            raise BackendUnavailable(f"connection to the gateway failed: {type(exc).__name__}: {exc}") from exc
+            raise BackendUnavailable(
+                f"connection to the gateway failed: {type(exc).__name__}: {exc}") from exc
         if resp.status_code != 200:
             raise remote_error(resp.status_code, _json(resp), resp.headers.get("retry-after"))
         if self.opts.task == "super-resolve":

@@ -34,7 +34,8 @@ class Summary:
     def line(self) -> str:
         text = (f"scored {self.scored}, failed {self.failed}, skipped-as-done {self.skipped_done} "
                 f"(of {self.in_shard} in this shard, {self.listed} images under SOURCE); "
-                f"{self.chunks} chunks in {self.elapsed_s:.1f} s, {self.images_per_s:.1f} img/s while scoring")
+                f"{self.chunks} chunks in {self.elapsed_s:.1f} s, "
+                f"{self.images_per_s:.1f} img/s while scoring")
         return text + (f"; STOPPED: {self.stopped}" if self.stopped else "")
 
 
@@ -45,7 +46,7 @@ class Progress:
                  log_every_s: float = 10.0) -> None:
         self.stream = stream or sys.stderr
         if mode == "auto":
-            mode = "bar" if self.stream.isatty() else "log"
+            mode = "bar" if self.stream.isatty() and _has_tqdm() else "log"
         self.mode = mode
         self.total = total
         self.done = 0
@@ -84,6 +85,12 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _has_tqdm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tqdm") is not None
 
 
 def _fmt_eta(seconds: float) -> str:

@@ -56,7 +56,9 @@ class RayScorer:
                 try:
                     return await score_path(self.ctx, rel)
                 except RetriesExhausted as exc:
-                    return Record(rel, _RETRY_LATER, error_type=exc.last.type, error_message=str(exc))  # type: ignore[arg-type]
+                    # a row the driver leaves uncommitted; not a Record status, hence the ignore
+                    return Record(rel, _RETRY_LATER,  # type: ignore[arg-type]
+                                  error_type=exc.last.type, error_message=str(exc))
 
         return list(await asyncio.gather(*(one(p) for p in paths)))
 

@@ -29,7 +29,8 @@ class Record:
         return cls(path, "error", error_type=error_type, error_message=message)
 
     def to_json(self) -> dict[str, Any]:
-        """``{"path", "status": "ok", "result": {...}}`` or ``{"path", "status": "error", "error": {"type", "message"}}``."""
+        """``{"path", "status": "ok", "result": {...}}`` or
+        ``{"path", "status": "error", "error": {"type", "message"}}``."""
         if self.status == "ok":
             return {"path": self.path, "status": "ok", "result": self.result}
         return {"path": self.path, "status": "error",

@@ -72,7 +72,8 @@ def sr_result_from_headers(headers: Mapping[str, str]) -> dict[str, Any]:
 
     version = headers.get("x-model-version") or None
     return sr_result(headers["x-model"], int(version) if version else None, int(headers["x-scale"]),
-                     wh(headers["x-input-size"]), wh(headers["x-output-size"]), int(headers.get("x-tiles", 0)))
+                     wh(headers["x-input-size"]), wh(headers["x-output-size"]),
+                     int(headers.get("x-tiles", 0)))
 
 
 async def call_service(service: InferenceService, opts: TaskOptions, data: bytes) -> Scored:

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +20,12 @@ from service.batch.writers import parquet_available
 from support import encode, photo
 
 CAT_IDS = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
+
+
+def ok(record: Record) -> dict[str, Any]:
+    """The result object of an ok record."""
+    assert record.status == "ok" and record.result is not None, record
+    return record.result
 
 
 def records(dest: Path) -> dict[str, Record]:
@@ -45,16 +52,17 @@ def test_classifies_every_photo_and_records_every_bad_file(mixed_folder: Path, c
     assert score(mixed_folder, dest, classify_repo, "--top-k", "3") == 0
     got = records(dest)
     assert sorted(got) == ["cats/chelsea.jpg", "corrupt.png", "empty.png", "kitchen/coffee.jpg",
-                           "kitchen/deep/camera.webp", "kitchen/deep/rocket.png", "notes.jpg", "truncated.jpg"]
-    top = {p: r.result["predictions"][0]["class_id"] for p, r in got.items() if r.status == "ok"}  # type: ignore[index]
+                           "kitchen/deep/camera.webp", "kitchen/deep/rocket.png", "notes.jpg",
+                           "truncated.jpg"]
+    top = {p: ok(r)["predictions"][0]["class_id"] for p, r in got.items() if r.status == "ok"}
     assert top["cats/chelsea.jpg"] in CAT_IDS
     assert top["kitchen/coffee.jpg"] == 967  # espresso
     assert top["kitchen/deep/rocket.png"] in {657, 744}  # missile, projectile
-    assert len(got["cats/chelsea.jpg"].result["predictions"]) == 3  # type: ignore[index]
-    assert got["cats/chelsea.jpg"].result["model"] == "efficientnet_lite0"  # type: ignore[index]
+    assert len(ok(got["cats/chelsea.jpg"])["predictions"]) == 3
+    assert ok(got["cats/chelsea.jpg"])["model"] == "efficientnet_lite0"
     errors = {p: (r.error_type, r.error_message) for p, r in got.items() if r.status == "error"}
-    assert errors["truncated.jpg"][0] == "InvalidImage" and "truncated" in errors["truncated.jpg"][1]  # type: ignore[operator]
-    assert errors["notes.jpg"][0] == "InvalidImage" and "not an image" in errors["notes.jpg"][1]  # type: ignore[operator]
+    assert errors["truncated.jpg"][0] == "InvalidImage" and "truncated" in errors["truncated.jpg"][1]
+    assert errors["notes.jpg"][0] == "InvalidImage" and "not an image" in errors["notes.jpg"][1]
     assert errors["empty.png"] == ("InvalidImage", "the file is empty")
     assert errors["corrupt.png"][0] == "InvalidImage"
     s = summary(dest)
@@ -91,11 +99,12 @@ def test_files_over_the_byte_or_pixel_limits_are_errors_and_the_run_goes_on(
     assert score(mixed_folder, dest, classify_repo) == 0
     got = records(dest)
     assert got["cats/chelsea.jpg"].error_type == "ImageTooLarge"  # 451x300
-    assert "VISIONGATE_MAX_IMAGE_PIXELS" in got["cats/chelsea.jpg"].error_message  # type: ignore[operator]
+    assert "VISIONGATE_MAX_IMAGE_PIXELS" in got["cats/chelsea.jpg"].error_message
 
 
 @pytest.mark.skipif(not parquet_available(), reason="pyarrow is not installed")
-def test_parquet_output_holds_the_same_records(mixed_folder: Path, classify_repo: Path, tmp_path: Path) -> None:
+def test_parquet_output_holds_the_same_records(mixed_folder: Path, classify_repo: Path,
+                                               tmp_path: Path) -> None:
     assert score(mixed_folder, tmp_path / "j", classify_repo) == 0
     assert score(mixed_folder, tmp_path / "p", classify_repo, "--format", "parquet") == 0
     assert all(c.suffix == ".parquet" for c in chunk_files(tmp_path / "p"))
@@ -105,12 +114,12 @@ def test_parquet_output_holds_the_same_records(mixed_folder: Path, classify_repo
         other = as_parquet[path]
         assert (rec.status, rec.error_type) == (other.status, other.error_type)
         if rec.status == "ok":
-            assert [p["class_id"] for p in rec.result["predictions"]] == [  # type: ignore[index]
-                p["class_id"] for p in other.result["predictions"]]  # type: ignore[index]
+            assert [p["class_id"] for p in ok(rec)["predictions"]] == [
+                p["class_id"] for p in ok(other)["predictions"]]
 
 
-def test_shards_split_the_folder_without_overlap_or_gap(mixed_folder: Path, classify_repo: Path,
-                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shards_split_the_folder_without_overlap_or_gap(
+        mixed_folder: Path, classify_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dest = tmp_path / "out"
     monkeypatch.setenv("VISIONGATE_SHARD_COUNT", "3")
     per_shard = []
@@ -124,8 +133,8 @@ def test_shards_split_the_folder_without_overlap_or_gap(mixed_folder: Path, clas
     assert labels <= {"00000of00003", "00001of00003", "00002of00003"}
 
 
-def test_a_resume_with_other_task_settings_is_refused(mixed_folder: Path, classify_repo: Path,
-                                                      tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_resume_with_other_task_settings_is_refused(
+        mixed_folder: Path, classify_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dest = tmp_path / "out"
     assert score(mixed_folder, dest, classify_repo, "--top-k", "3") == 0
     assert score(mixed_folder, dest, classify_repo, "--top-k", "5") == 2
@@ -146,13 +155,13 @@ def test_detect_records_boxes_in_original_pixels(tmp_path: Path, detect_repo: Pa
     (src / "motorcycle.jpg").write_bytes(encode(photo("motorcycle"), quality=92))
     assert score(src, tmp_path / "out", detect_repo, task="detect") == 0
     got = records(tmp_path / "out")
-    coffee = got["coffee.jpg"].result
-    assert coffee["model"] == "yolov3_tiny" and coffee["image"] == {"width": 600, "height": 400}  # type: ignore[index]
-    assert "cup" in {d["label"] for d in coffee["detections"]}  # type: ignore[index]
-    for d in coffee["detections"]:  # type: ignore[index]
+    coffee = ok(got["coffee.jpg"])
+    assert coffee["model"] == "yolov3_tiny" and coffee["image"] == {"width": 600, "height": 400}
+    assert "cup" in {d["label"] for d in coffee["detections"]}
+    for d in coffee["detections"]:
         x0, y0, x1, y1 = d["box"]
         assert 0 <= x0 < x1 <= 600 and 0 <= y0 < y1 <= 400
-    assert "motorcycle" in {d["label"] for d in got["motorcycle.jpg"].result["detections"]}  # type: ignore[index]
+    assert "motorcycle" in {d["label"] for d in ok(got["motorcycle.jpg"])["detections"]}
 
 
 def test_super_resolution_writes_images_mirroring_the_source(tmp_path: Path, sr_repo: Path) -> None:
@@ -164,9 +173,9 @@ def test_super_resolution_writes_images_mirroring_the_source(tmp_path: Path, sr_
     dest = tmp_path / "out"
     assert score(src, dest, sr_repo, task="super-resolve") == 0
     got = records(dest)
-    rec = got["a/b/cat.png"].result
-    assert rec["output"] == "images/a/b/cat.png" and rec["scale"] == 2  # type: ignore[index]
-    assert rec["input_size"] == [128, 96] and rec["output_size"] == [256, 192]  # type: ignore[index]
+    rec = ok(got["a/b/cat.png"])
+    assert rec["output"] == "images/a/b/cat.png" and rec["scale"] == 2
+    assert rec["input_size"] == [128, 96] and rec["output_size"] == [256, 192]
     with Image.open(dest / "images" / "a" / "b" / "cat.png") as img:
         out = np.asarray(img.convert("RGB"))
     assert out.shape == (192, 256, 3)
@@ -177,8 +186,8 @@ def test_super_resolution_writes_images_mirroring_the_source(tmp_path: Path, sr_
     assert not (dest / "images" / "broken.png").exists()
 
 
-def test_progress_logs_plain_lines_when_not_on_a_terminal(mixed_folder: Path, classify_repo: Path, tmp_path: Path,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_progress_logs_plain_lines_when_not_on_a_terminal(
+        mixed_folder: Path, classify_repo: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="visiongate.batch")
     assert main([str(mixed_folder), "--task", "classify", "--out", str(tmp_path / "o"), "--repository",
                  str(classify_repo), "--progress", "log", "--log-every", "0"]) == 0

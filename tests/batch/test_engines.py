@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 from hashlib import sha1
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -29,6 +30,12 @@ from service.errors import (BadRequest, DeadlineExceeded, InvalidImage, ModelNot
 from support import encode, free_port, photo
 
 
+def ok(record: Record) -> dict[str, Any]:
+    """The result object of an ok record."""
+    assert record.status == "ok" and record.result is not None, record
+    return record.result
+
+
 def records(dest: Path) -> dict[str, Record]:
     found = [r for c in chunk_files(dest) for r in read_chunk(c)]
     assert len(found) == len({r.path for r in found}), "a path recorded twice"
@@ -47,11 +54,13 @@ def test_gateway_errors_come_back_as_the_class_they_were_raised_as() -> None:
     assert isinstance(err, InvalidImage) and "truncated" in err.message
     err = remote_error(503, {"error": {"type": "Overloaded", "message": "queue full"}}, "7")
     assert isinstance(err, Overloaded) and err.retry_after_s == 7
-    assert isinstance(remote_error(404, {"error": {"type": "ModelNotFound", "message": "x"}}, None), ModelNotFound)
+    err = remote_error(404, {"error": {"type": "ModelNotFound", "message": "x"}}, None)
+    assert isinstance(err, ModelNotFound)
 
 
 def test_answers_from_something_else_than_the_gateway_map_by_status() -> None:
-    assert type(remote_error(502, "<html>Bad Gateway</html>", None)) is ServiceUnavailable  # a proxy: transient
+    # a proxy or load balancer in front of the gateway: transient
+    assert type(remote_error(502, "<html>Bad Gateway</html>", None)) is ServiceUnavailable
     assert type(remote_error(429, "slow down", "2")) is ServiceUnavailable
     assert type(remote_error(504, "<html>Gateway Timeout</html>", None)) is DeadlineExceeded
     assert type(remote_error(400, "nope", None)) is BadRequest
@@ -81,13 +90,14 @@ def test_scoring_via_the_gateway_gives_the_in_process_records(mixed_folder: Path
         other = remote[path]
         assert (other.status, other.error_type) == (rec.status, rec.error_type), path
         if rec.status == "ok":
-            assert [p["class_id"] for p in other.result["predictions"]] == [  # type: ignore[index]
-                p["class_id"] for p in rec.result["predictions"]]  # type: ignore[index]
-            assert other.result["predictions"][0]["score"] == pytest.approx(  # type: ignore[index]
-                rec.result["predictions"][0]["score"], abs=1e-4)  # type: ignore[index]
+            assert [p["class_id"] for p in ok(other)["predictions"]] == [
+                p["class_id"] for p in ok(rec)["predictions"]]
+            assert ok(other)["predictions"][0]["score"] == pytest.approx(
+                ok(rec)["predictions"][0]["score"], abs=1e-4)
 
 
-def test_super_resolution_via_the_gateway_saves_the_same_image(gateway: str, sr_repo: Path, tmp_path: Path) -> None:
+def test_super_resolution_via_the_gateway_saves_the_same_image(gateway: str, sr_repo: Path,
+                                                               tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "cup.jpg").write_bytes(encode(photo("coffee")[150:230, 200:300], quality=95))
@@ -95,8 +105,9 @@ def test_super_resolution_via_the_gateway_saves_the_same_image(gateway: str, sr_
     assert score(src, tmp_path / "local", "--repository", str(sr_repo), task="super-resolve") == 0
     remote, local = records(tmp_path / "http")["cup.jpg"], records(tmp_path / "local")["cup.jpg"]
     assert remote.result == local.result
-    assert remote.result["output_size"] == [200, 160]  # type: ignore[index]
-    a, b = (np.asarray(Image.open(tmp_path / d / "images" / "cup.png"), dtype=np.int16) for d in ("http", "local"))
+    assert ok(remote)["output_size"] == [200, 160]
+    a, b = (np.asarray(Image.open(tmp_path / d / "images" / "cup.png"), dtype=np.int16)
+            for d in ("http", "local"))
     assert a.shape == b.shape == (160, 200, 3) and np.abs(a - b).max() <= 1
 
 
@@ -109,8 +120,8 @@ class FlakyProxy:
         self.tries: Counter[str] = Counter()
         self.port = free_port()
         app = Starlette(routes=[Route("/{path:path}", self.handle, methods=["GET", "POST"])])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="off"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="off"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
@@ -226,3 +237,20 @@ def test_a_gateway_dying_mid_run_stops_it_without_recording_the_lost_images(
     got = records(tmp_path / "out")
     assert 2 <= len(got) < 8  # what finished is committed, the rest is left for the re-run
     assert all(r.status == "ok" or r.error_type == "InvalidImage" for r in got.values())
+
+
+def test_detection_via_the_gateway_gives_the_in_process_boxes(gateway: str, detect_repo: Path,
+                                                              tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "coffee.jpg").write_bytes(encode(photo("coffee"), quality=92))
+    args = ("--model", "yolov3_tiny", "--score-threshold", "0.3")
+    assert score(src, tmp_path / "http", "--via", gateway, *args, task="detect") == 0
+    assert score(src, tmp_path / "local", "--repository", str(detect_repo), *args, task="detect") == 0
+    remote = ok(records(tmp_path / "http")["coffee.jpg"])
+    local = ok(records(tmp_path / "local")["coffee.jpg"])
+    assert [d["label"] for d in remote["detections"]] == [d["label"] for d in local["detections"]]
+    assert "cup" in [d["label"] for d in local["detections"]]
+    assert all(d["score"] >= 0.3 for d in local["detections"])
+    for a, b in zip(remote["detections"], local["detections"], strict=True):
+        assert a["box"] == pytest.approx(b["box"], abs=0.5)

@@ -62,3 +62,28 @@ def test_sigkill_at_any_moment_then_resume_scores_every_image_exactly_once(tmp_p
     assert max(seen.values()) == 1  # no duplicate
     assert all(r.status == "ok" for c in chunk_files(dest) for r in read_chunk(c))
     assert not list(dest.glob(".part-*.tmp"))  # the resumed run cleared the killed runs' temps
+
+
+@pytest.mark.slow
+def test_sigterm_commits_the_images_in_flight_and_exits_3_for_a_resume(tmp_path: Path,
+                                                                        classify_repo: Path) -> None:
+    """What a Kubernetes eviction does: SIGTERM, a grace period, then the pod is gone."""
+    src, dest = tmp_path / "src", tmp_path / "out"
+    expected = set(write_jpegs(src, 160, size=128))
+    cmd = _command(src, dest, classify_repo)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not chunk_files(dest) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "finished before the signal; make the folder bigger"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    assert "STOPPED: SIGTERM" in err
+    stopped_with = Counter(r.path for c in chunk_files(dest) for r in read_chunk(c))
+    assert 0 < len(stopped_with) < len(expected) and max(stopped_with.values()) == 1
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    seen = Counter(r.path for c in chunk_files(dest) for r in read_chunk(c))
+    assert set(seen) == expected and max(seen.values()) == 1

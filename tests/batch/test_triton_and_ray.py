@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,12 @@ from service.batch.records import Record
 CAT_IDS = {281, 282, 285}
 
 
+def ok(record: Record) -> dict[str, Any]:
+    """The result object of an ok record."""
+    assert record.status == "ok" and record.result is not None, record
+    return record.result
+
+
 def records(dest: Path) -> dict[str, Record]:
     found = [r for c in chunk_files(dest) for r in read_chunk(c)]
     assert len(found) == len({r.path for r in found}), "a path recorded twice"
@@ -21,14 +28,15 @@ def records(dest: Path) -> dict[str, Record]:
 
 
 def top1(recs: dict[str, Record]) -> dict[str, int | str | None]:
-    return {p: r.result["predictions"][0]["class_id"] if r.status == "ok" else r.error_type  # type: ignore[index]
+    return {p: ok(r)["predictions"][0]["class_id"] if r.status == "ok" else r.error_type
             for p, r in recs.items()}
 
 
 @pytest.mark.triton
 @pytest.mark.parametrize("scheme", ["triton", "triton+http"])
-def test_scoring_via_triton_gives_the_in_process_answers(scheme: str, mixed_folder: Path, triton_classifier,  # noqa: ANN001
-                                                         classify_repo: Path, tmp_path: Path) -> None:
+def test_scoring_via_triton_gives_the_in_process_answers(
+        scheme: str, mixed_folder: Path, triton_classifier, classify_repo: Path,  # noqa: ANN001
+        tmp_path: Path) -> None:
     port = triton_classifier.grpc_port if scheme == "triton" else triton_classifier.http_port
     base = ["--task", "classify", "--progress", "none", "--model", "efficientnet_lite0",
             "--repository", str(classify_repo)]  # labels are read from the repository Triton serves
@@ -38,7 +46,7 @@ def test_scoring_via_triton_gives_the_in_process_answers(scheme: str, mixed_fold
     via_triton, local = records(tmp_path / "t"), records(tmp_path / "l")
     assert top1(via_triton) == top1(local)
     assert top1(via_triton)["cats/chelsea.jpg"] in CAT_IDS
-    assert via_triton["cats/chelsea.jpg"].result["predictions"][0]["label"] in {  # type: ignore[index]
+    assert ok(via_triton["cats/chelsea.jpg"])["predictions"][0]["label"] in {
         "tabby", "tiger cat", "Egyptian cat"}
 
 
@@ -59,12 +67,14 @@ def local_ray():  # noqa: ANN201
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")  # Ray Data's own internals
 def test_ray_data_scoring_writes_the_same_records_and_resumes(local_ray, mixed_folder: Path,  # noqa: ANN001
                                                               classify_repo: Path, tmp_path: Path) -> None:
-    base = ["--task", "classify", "--progress", "none", "--repository", str(classify_repo), "--chunk-size", "3"]
+    base = ["--task", "classify", "--progress", "none", "--repository", str(classify_repo),
+            "--chunk-size", "3"]
     assert main([str(mixed_folder), "--out", str(tmp_path / "l"), *base]) == 0
     # first half of the shards on Ray, then everything: the second run skips what the first did
-    assert main([str(mixed_folder), "--out", str(tmp_path / "r"), "--engine", "ray", "--shard", "0/2", *base]) == 0
+    on_ray = [str(mixed_folder), "--out", str(tmp_path / "r"), "--engine", "ray"]
+    assert main([*on_ray, "--shard", "0/2", *base]) == 0
     first = records(tmp_path / "r")
     assert 0 < len(first) < 8
-    assert main([str(mixed_folder), "--out", str(tmp_path / "r"), "--engine", "ray", "--shard", "1/2", *base]) == 0
+    assert main([*on_ray, "--shard", "1/2", *base]) == 0
     assert top1(records(tmp_path / "r")) == top1(records(tmp_path / "l"))
     assert len(chunk_files(tmp_path / "r")) >= 3  # --chunk-size 3 holds on Ray too

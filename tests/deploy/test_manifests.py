@@ -118,9 +118,12 @@ def test_gateway_drain_fits_in_the_termination_grace_period(overlay: str) -> Non
     pod = _one(docs, "Deployment", GATEWAY)["spec"]["template"]["spec"]
     pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    drain_s = float(_settings_env(docs)["VISIONGATE_DRAIN_TIMEOUT_S"])
-    # the kubelet kills the pod at the grace period: preStop + drain must end before it
-    assert int(pre_stop[1]) + drain_s < pod["terminationGracePeriodSeconds"]
+    env = _settings_env(docs)
+    drain_s = float(env["VISIONGATE_DRAIN_TIMEOUT_S"])
+    # the server's own serve-while-unready delay after SIGTERM (0 by default: preStop does that here)
+    delay_s = float(env.get("VISIONGATE_SHUTDOWN_DELAY_S", 0))
+    # the kubelet kills the pod at the grace period: preStop + delay + drain must end before it
+    assert int(pre_stop[1]) + delay_s + drain_s < pod["terminationGracePeriodSeconds"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

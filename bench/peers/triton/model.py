@@ -1,4 +1,4 @@
-"""Peer A: Triton python-backend model taking encoded JPEG bytes (TYPE_STRING), dynamic batching:
+"""Peer A: Triton python-backend model taking encoded JPEG bytes (a ragged UINT8 tensor), dynamic batching:
 decode + preprocess here, one onnxruntime batch per execute()."""
 import json
 import os
@@ -20,9 +20,9 @@ class TritonPythonModel:
     def execute(self, requests):
         counts, imgs = [], []
         for r in requests:
-            b = pb_utils.get_input_tensor_by_name(r, "JPEG").as_numpy().reshape(-1)
-            counts.append(len(b))
-            imgs.extend(self.preprocess(bytes(j)) for j in b)
+            jpeg = pb_utils.get_input_tensor_by_name(r, "JPEG").as_numpy()  # uint8 [1, n]: one image
+            counts.append(1)
+            imgs.append(self.preprocess(jpeg.tobytes()))
         y = self.sess.run(None, {"image": np.stack(imgs)})[0]
         out, off = [], 0
         for n in counts:
