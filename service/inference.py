@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .backends.base import Backend
-from .errors import (BackendError, ImageTooLarge, InvalidArgument, InvalidImage, OutputTooLarge,
+from .errors import (BackendError, BackendUnavailable, ImageTooLarge, InvalidArgument, InvalidImage, OutputTooLarge,
                      VisionGateError, WrongTask)
 from .repository import ModelSpec, Task
 from .schemas import ClassifyResult, ClassScore, Detection, DetectResult, ImageSize
@@ -144,6 +144,8 @@ class InferenceService:
     def default_model(self, task: Task) -> str:
         names = sorted(m.name for m in self.backend.models() if m.task == task)
         if not names:
+            if not self.backend.ready():
+                raise BackendUnavailable("the backend is not ready; no model to choose yet", retry_after_s=2)
             raise WrongTask(f"no loaded model does {task}", models=[])
         return names[0]
 

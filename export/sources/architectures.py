@@ -105,7 +105,7 @@ def _classifier(arch: str, layouts: tuple[_Layout, ...]) -> Callable[[Mapping[st
         size = opts.input_size or (224, 224)
         card = ModelCard(
             task="classify", input_size=size, resize="center_crop",
-            resize_size=round(min(size) / CROP_FRACTION), mean=IMAGENET_MEAN, std=IMAGENET_STD, labels=labels,
+            resize_size=round(max(size) / CROP_FRACTION), mean=IMAGENET_MEAN, std=IMAGENET_STD, labels=labels,
             provenance=f"{arch} ({layout} layout) from {provenance}",
         )
         return LoadedModel(module, card)

@@ -70,6 +70,10 @@ class Batcher:
         self._on_batch = on_batch
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_items = 0  # sum of n over the queue
+        # admitted by admit() but not yet submitted (still being decoded): (expiry, n), oldest first.
+        # A request that fails before submit() leaves its entry to expire after _reserve_s.
+        self._reserved: collections.deque[tuple[float, int]] = collections.deque()
+        self._reserve_s = min(max_wait_s, 10.0)
         self._cond = threading.Condition()
         self._closed = False
         self._in_flight = 0
@@ -87,16 +91,30 @@ class Batcher:
 
     def expected_wait_s(self, extra_items: int = 0) -> float:
         """Seconds until work queued now (plus ``extra_items``) is done, at the recent pace."""
-        items = self._queued_items + self._in_flight + extra_items
+        items = self._queued_items + self._in_flight + self._reserved_items() + extra_items
         return items * self._item_s / len(self._workers)
 
     def retry_after_s(self) -> float:
         """How long the current queue takes to drain at the recent pace (at least 1 s)."""
         return max(1.0, self.expected_wait_s())
 
-    def admit(self, n: int, timeout_s: float) -> None:
+    def _reserved_items(self) -> int:
+        now = time.monotonic()
+        while self._reserved and self._reserved[0][0] < now:
+            self._reserved.popleft()
+        return sum(n for _, n in self._reserved)
+
+    def admit(self, n: int, timeout_s: float, reserve: bool = False) -> None:
         """Raise 503 now if ``n`` more items would be refused: cheap, so callers check it before
-        decoding (a refused request should cost as little as possible under overload)."""
+        decoding (a refused request should cost as little as possible under overload). With
+        ``reserve`` the items count as queued until ``submit`` (or a few seconds) so that requests
+        still decoding are part of the estimate."""
+        with self._cond:
+            self._admit(n, timeout_s)
+            if reserve:
+                self._reserved.append((time.monotonic() + self._reserve_s, n))
+
+    def _admit(self, n: int, timeout_s: float) -> None:
         if self._closed:
             raise ServiceUnavailable(f"model {self.name!r} is shutting down", retry_after_s=5)
         queued = len(self._queue)
@@ -105,7 +123,7 @@ class Batcher:
                              retry_after_s=self.retry_after_s())
         # only refuse on the time estimate when something is queued: an idle model always tries
         wait, limit = self.expected_wait_s(n), min(self._max_wait_s, timeout_s)
-        if queued and wait > limit:
+        if (queued or self._reserved) and wait > limit:
             raise Overloaded(f"model {self.name!r} is busy: about {wait:.2f} s of work is queued, more than "
                              f"this request's {limit:g} s; retry later", retry_after_s=self.retry_after_s())
 
@@ -122,7 +140,9 @@ class Batcher:
             future=loop.create_future(), loop=loop, deadline=time.monotonic() + timeout_s,
         )
         with self._cond:
-            self.admit(n, timeout_s)
+            if self._reserved:  # this request's own reservation (approximately: the oldest)
+                self._reserved.popleft()
+            self._admit(n, timeout_s)
             self._queue.append(item)
             self._queued_items += n
             self._cond.notify()

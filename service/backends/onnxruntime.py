@@ -162,7 +162,7 @@ class OnnxRuntimeBackend:
         loaded = self._models.get(model)
         batcher = loaded.batchers.get(version if version is not None else max(loaded.batchers)) if loaded else None
         if batcher is not None:
-            batcher.admit(n, remaining_s(self._settings.request_timeout_s))
+            batcher.admit(n, remaining_s(self._settings.request_timeout_s), reserve=True)
 
     async def infer(self, model: str, inputs: dict[str, np.ndarray],
                     version: int | None = None) -> dict[str, np.ndarray]:

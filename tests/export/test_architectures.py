@@ -103,7 +103,7 @@ def test_classifier_cli_export_with_labels_and_input_size(tmp_path):
     assert list(config.input[0].dims) == [128, 160, 3]
     assert list(config.output[0].dims) == [3]
     assert config.parameters["resize"].string_value == "center_crop"
-    assert config.parameters["resize_size"].string_value == "146"  # 128 / 0.875
+    assert config.parameters["resize_size"].string_value == "183"  # the longer side / 0.875: crops fit
     assert (model_dir / "labels.txt").read_text().split() == labels
     report = json.loads((model_dir / "1" / "parity.json").read_text())
     assert report["passed"] and report["metrics"]["top1_agreement"] == 1.0
