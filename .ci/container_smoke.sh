@@ -38,10 +38,7 @@ log() { printf '[smoke %(%H:%M:%S)T] %s\n' -1 "$*"; }
 die() { log "FAIL: $*"; exit 1; }
 
 cleanup() {
-    if [[ -n "$CID" ]]; then
-        podman logs "$CID" >"$WORK/container.log" 2>&1 || true
-        podman rm -f "$CID" >/dev/null 2>&1 || true
-    fi
+    if [[ -n "$CID" ]]; then podman rm -f "$CID" >/dev/null 2>&1 || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -186,15 +183,23 @@ run_and_check() {
     log "classify: $(head -c 400 "$WORK/classify.json")"
     check_cat "$WORK/classify.json" || die "wrong answer for a cat photo"
 
-    curl -fsS "http://127.0.0.1:$SMOKE_PORT/metrics" | grep -q '^# TYPE' || die "/metrics has no Prometheus metrics"
+    # (to a file, not `curl | grep -q`: with pipefail an early grep exit fails the pipe)
+    if ! { curl -fsS "http://127.0.0.1:$SMOKE_PORT/metrics" -o "$WORK/metrics.txt" \
+        && grep -q '^# TYPE' "$WORK/metrics.txt"; }; then
+        die "/metrics has no Prometheus metrics"
+    fi
 
     local t0=$SECONDS code
-    podman stop -t 20 "$CID" >/dev/null 2>>"$WORK/run.err"
+    # 30 s as compose's stop_grace_period: above the gateway's drain timeout (20 s)
+    podman stop -t 30 "$CID" >/dev/null 2>>"$WORK/run.err"
     code=$(podman inspect --format '{{.State.ExitCode}}' "$CID")
+    podman logs "$CID" >"$WORK/container.log" 2>&1
     log "stopped with SIGTERM in $((SECONDS - t0)) s, exit code $code"
     # 137 would mean podman gave up waiting and killed it: the drain did not finish in time.
-    [[ "$code" == 0 ]] && podman logs "$CID" 2>&1 | grep -q 'Application shutdown complete' \
-        || { podman logs "$CID" 2>&1 | tail -20; die "gateway did not shut down cleanly on SIGTERM"; }
+    if [[ "$code" != 0 ]] || ! grep -q 'Application shutdown complete' "$WORK/container.log"; then
+        tail -20 "$WORK/container.log"
+        die "gateway did not shut down cleanly on SIGTERM"
+    fi
 }
 
 setup_host

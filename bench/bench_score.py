@@ -127,7 +127,8 @@ def main() -> None:
                 ("visiongate score, whole command (start-up + model load + listing)", whole)]
         for label, rate in rows:
             print(f"{label:<82} {rate:7.1f} img/s")
-        print(f"ratio scoring phase / ceiling: {steady / raw:.2f}   whole command / ceiling: {whole / raw:.2f}")
+        print(f"ratio scoring phase / ceiling: {steady / raw:.2f}   "
+              f"whole command / ceiling: {whole / raw:.2f}")
         print(f"load average after {os.getloadavg()[0]:.2f} (the machine is shared: numbers move with it)")
 
 

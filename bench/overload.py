@@ -107,8 +107,17 @@ async def run(url: str, jpegs: list[bytes], pid: int, factors: list[float], dura
             log(f"{f:g}x: {f * base.img_s:.0f} requests/s for {duration_s:g} s")
             r = await open_loop(session, url, jpegs, f * base.img_s, duration_s, grace_s, max_open, pid)
             phases.append({"phase": f"{f:g}x", **r})
+        t0 = time.perf_counter()  # the server may still be finishing work its callers gave up on
+        while time.perf_counter() - t0 < 60:
+            try:
+                await send(jpegs[0])
+                break
+            except Exception:  # noqa: BLE001 - 503 while it drains
+                await asyncio.sleep(0.2)
+        recovered_s = time.perf_counter() - t0
         after = (await closed_loop("after", send, jpegs, 1, min(duration_s, 4.0), warmup_s=0.0,
                                    server_pid=pid)).row()
+        after["recovered_s"] = round(recovered_s, 1)
         return base.img_s, phases, after, rss0
     finally:
         await session.close()  # type: ignore[attr-defined]
@@ -139,7 +148,7 @@ def main() -> None:
     other_5xx = sum(int(p["other_5xx"]) for p in phases)  # type: ignore[call-overload]
     rss_max = max(float(p["rss_max_mb"]) for p in phases)  # type: ignore[arg-type]
     print(f"\nsustainable rate: {rate} img/s (closed loop, concurrency {2 * NCPU})")
-    print(f"right after: concurrency 1, {after['img_s']} img/s, p50 {after['p50_ms']} ms, "
+    print(f"first success {after['recovered_s']} s after the flood; then concurrency 1, {after['img_s']} img/s, p50 {after['p50_ms']} ms, "
           f"p99 {after['p99_ms']} ms, errors {after['errors']}: {'PASS' if after['errors'] == 0 else 'FAIL'}")
     print(f"5xx other than 503/504: {other_5xx}: {'PASS' if other_5xx == 0 else 'FAIL'}")
     flat = rss_end <= rss0 * 1.25 + 50

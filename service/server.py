@@ -50,6 +50,6 @@ def serve(settings: Settings) -> None:
         DeadlineMiddleware(app, settings.request_timeout_s), host=settings.host, port=settings.port, log_level=settings.log_level,
         http="httptools", loop="uvloop", access_log=False,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
-        limit_concurrency=None, backlog=2048,
+        limit_concurrency=settings.max_open_requests or None, backlog=2048,
     )
     DrainingServer(config, app, settings.shutdown_delay_s).run()

@@ -58,8 +58,11 @@ def _providers() -> list[str]:
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, settings: Settings, on_batch: Callable[[str, int], None] | None = None) -> None:
+    def __init__(self, settings: Settings, on_batch: Callable[[str, int], None] | None = None,
+                 only: set[str] | None = None) -> None:
+        """``only``: load just these models (batch scoring needs one, not the whole repository)."""
         self._settings = settings
+        self._only = only
         self._on_batch = on_batch
         self._models: dict[str, _Loaded] = {}
         self._ready = False
@@ -122,6 +125,8 @@ class OnnxRuntimeBackend:
 
     async def start(self) -> None:
         for model_dir in scan(self._settings.repository):
+            if self._only is not None and model_dir.name not in self._only:
+                continue
             try:
                 loaded = self._load(model_dir)
             except Exception as exc:  # one broken model must not take the others down  # noqa: BLE001

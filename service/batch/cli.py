@@ -93,7 +93,7 @@ def _engine(args: argparse.Namespace, settings, opts: TaskOptions):  # noqa: ANN
 
     via = args.via or ""
     if via.startswith(("http://", "https://")):
-        return HttpEngine(via, opts, timeout_s=args.timeout, max_connections=args.in_flight)
+        return HttpEngine(via, opts, timeout_s=args.timeout)
     if via.startswith(("triton://", "triton+http://")):
         return triton_engine(settings, opts, via)
     if via:

@@ -3,16 +3,16 @@
 - ``ServiceEngine``: an ``InferenceService`` over a backend in this process: the embedded
   onnxruntime (default) or Triton (``--via triton://host:port``); the gateway's exact code path
   without HTTP.
-- ``HttpEngine``: a running visiongate gateway (``--via http://host:port``). Its JSON errors are
-  rebuilt as the same error classes; network failures become ``BackendUnavailable`` and timeouts
-  ``DeadlineExceeded``, which the retry layer treats as transient.
+- ``HttpEngine``: a running visiongate gateway (``--via http://host:port``) through the project's
+  Python client. Its JSON errors are rebuilt as the same error classes; network failures become
+  ``BackendUnavailable`` and timeouts ``DeadlineExceeded``, which the retry layer treats as
+  transient.
 """
 
 from __future__ import annotations
 
-import email.utils
-import time
-from typing import Any, Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from .. import errors
@@ -20,7 +20,9 @@ from ..backends.base import Backend
 from ..errors import BackendUnavailable, DeadlineExceeded, ServiceUnavailable, VisionGateError
 from ..inference import InferenceService
 from ..settings import Settings
-from .tasks import Scored, TaskOptions, call_service, sr_result_from_headers
+from .tasks import Scored, TaskOptions, call_service, sr_result
+
+T = TypeVar("T")
 
 
 class Engine(Protocol):
@@ -63,13 +65,16 @@ class ServiceEngine:
 def local_engine(settings: Settings, opts: TaskOptions) -> ServiceEngine:
     from ..backends.onnxruntime import OnnxRuntimeBackend
 
-    return ServiceEngine(OnnxRuntimeBackend(settings), settings, opts)
+    # load one model, not the whole repository (an unknown name still loads all, to say what exists)
+    known = opts.model and (settings.repository / opts.model / "config.pbtxt").is_file()
+    only = {opts.model} if known else None
+    return ServiceEngine(OnnxRuntimeBackend(settings, only=only), settings, opts)
 
 
 def triton_engine(settings: Settings, opts: TaskOptions, url: str) -> ServiceEngine:
     """``url``: ``triton://host:port`` (gRPC) or ``triton+http://host:port``."""
     try:
-        from ..backends.triton import TritonBackend  # type: ignore[import-not-found,unused-ignore]
+        from ..backends.triton import TritonBackend
     except ImportError as exc:
         raise VisionGateError(f"--via {url} needs the Triton backend: {exc}") from exc
     parts = urlsplit(url)
@@ -79,88 +84,83 @@ def triton_engine(settings: Settings, opts: TaskOptions, url: str) -> ServiceEng
     return ServiceEngine(TritonBackend(triton_settings), triton_settings, opts)
 
 
-def parse_retry_after(value: str | None, default: float = 1.0) -> float:
-    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date."""
-    if not value:
-        return default
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return default
-    return max(0.0, when.timestamp() - time.time())
+_BY_STATUS: dict[int, type[VisionGateError]] = {
+    400: errors.BadRequest, 404: errors.ModelNotFound, 413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType, 422: errors.BadRequest, 429: ServiceUnavailable,
+    502: ServiceUnavailable, 503: ServiceUnavailable, 504: DeadlineExceeded,
+}
 
 
-def remote_error(status: int, body: Any, retry_after: str | None) -> VisionGateError:
-    """A gateway error response -> the error class it was raised as (by its ``type``), else by status."""
-    err = body.get("error") if isinstance(body, dict) else None
-    type_name = err.get("type") if isinstance(err, dict) else None
-    message = err.get("message") if isinstance(err, dict) else None
-    message = f"gateway answered {status}: {message or str(body)[:200]}"
-    cls = getattr(errors, str(type_name), None)
-    if not (isinstance(cls, type) and issubclass(cls, VisionGateError)) or cls.status_code != status:
-        cls = {400: errors.BadRequest, 404: errors.ModelNotFound, 413: errors.PayloadTooLarge,
-               415: errors.UnsupportedMediaType, 504: DeadlineExceeded}.get(status)
-        if cls is None:
-            # 502/503 from anything that is not our gateway's JSON (a proxy, a load balancer) and
-            # 429 are transient; any other 5xx is the gateway failing on this image.
-            cls = ServiceUnavailable if status in (429, 502, 503) else VisionGateError
+def remote_error(status: int | None, type_name: str, message: str,
+                 retry_after_s: float | None = None) -> VisionGateError:
+    """A gateway error answer -> the error class it was raised as (by its ``type``), else by status.
+
+    ``status`` None means no answer at all (refused, reset, timed out): transient.
+    """
+    if status is None:
+        timed_out = "timeout" in type_name.lower()
+        cls: type[VisionGateError] = DeadlineExceeded if timed_out else BackendUnavailable
+        return cls(f"no answer from the gateway: {type_name}: {message}", **_retry(cls, retry_after_s))
+    text = f"gateway answered {status}: {message[:300]}"
+    found = getattr(errors, type_name, None)
+    if isinstance(found, type) and issubclass(found, VisionGateError) and found.status_code == status:
+        cls = found
+    else:
+        # 502/503 from anything that is not our gateway's JSON (a proxy, a load balancer) and 429
+        # are transient; any other 5xx is the gateway failing on this image.
+        cls = _BY_STATUS.get(status, VisionGateError)
+    return cls(text, **_retry(cls, retry_after_s))
+
+
+def _retry(cls: type[VisionGateError], retry_after_s: float | None) -> dict[str, float]:
     if issubclass(cls, ServiceUnavailable):
-        return cls(message, retry_after_s=parse_retry_after(retry_after))
-    return cls(message)
+        return {"retry_after_s": retry_after_s if retry_after_s is not None else 1.0}
+    return {}
 
 
 class HttpEngine:
-    """POSTs each image as a raw body to ``<base>/v1/<task>`` of a running gateway."""
+    """Each image through ``service.client.AsyncClient`` to ``/v1/<task>`` of a running gateway.
 
-    def __init__(self, base_url: str, opts: TaskOptions, timeout_s: float = 60.0,
-                 max_connections: int = 32) -> None:
-        import httpx
+    The client's own 503 retries are off (``max_retries=0``): the batch retry layer decides, with
+    jitter, the same way for every engine.
+    """
+
+    def __init__(self, base_url: str, opts: TaskOptions, timeout_s: float = 60.0) -> None:
+        from ..client import AsyncClient
 
         self.name = f"http ({base_url})"
         self.opts = opts
-        self._httpx = httpx
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
+        self.client = AsyncClient(base_url, timeout_s=timeout_s, max_retries=0)
 
     async def start(self) -> None:
-        try:
-            resp = await self._client.get("/v1/models")
-        except self._httpx.HTTPError as exc:
-            raise BackendUnavailable(
-                f"the gateway at {self._client.base_url} cannot be reached: {exc}") from exc
-        if resp.status_code != 200:
-            raise remote_error(resp.status_code, _json(resp), resp.headers.get("retry-after"))
+        await self._call(self.client.models())
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self.client.close()
+
+    async def _call(self, request: Awaitable[T]) -> T:
+        from ..client import GatewayError
+
+        try:
+            return await request
+        except GatewayError as exc:
+            raise remote_error(exc.status, exc.type, exc.message, exc.retry_after_s) from exc
 
     async def score(self, data: bytes) -> Scored:
-        httpx = self._httpx
-        try:
-            resp = await self._client.post(self.opts.endpoint, params=self.opts.query(), content=data,
-                                           headers={"content-type": "application/octet-stream"})
-        except httpx.TimeoutException as exc:
-            raise DeadlineExceeded(f"the gateway did not answer in time: {type(exc).__name__}") from exc
-        except httpx.TransportError as exc:  # refused, reset, closed mid-response
-            raise BackendUnavailable(
-                f"connection to the gateway failed: {type(exc).__name__}: {exc}") from exc
-        if resp.status_code != 200:
-            raise remote_error(resp.status_code, _json(resp), resp.headers.get("retry-after"))
-        if self.opts.task == "super-resolve":
-            try:
-                return Scored(sr_result_from_headers(resp.headers), image_png=resp.content)
-            except (KeyError, ValueError) as exc:
-                raise VisionGateError(f"the gateway's super-resolve answer lacks header {exc}") from exc
-        return Scored(resp.json())
+        o = self.opts
+        if o.task == "classify":
+            res = await self._call(self.client.classify(data, model=o.model, top_k=o.top_k,
+                                                        version=o.version))
+            assert not isinstance(res, list)
+            return Scored(res.model_dump(mode="json"))
+        if o.task == "detect":
+            det = await self._call(self.client.detect(data, model=o.model, version=o.version,
+                                                      score_threshold=o.score_threshold))
+            assert not isinstance(det, list)
+            return Scored(det.model_dump(mode="json"))
+        sr = await self._call(self.client.super_resolve(data, model=o.model, version=o.version,
+                                                        image_format="png"))
+        return Scored(sr_result(sr.model, sr.version, sr.scale, sr.input_size, sr.output_size),
+                      image_png=sr.image)
 
 
-def _json(resp: Any) -> Any:
-    try:
-        return resp.json()
-    except ValueError:
-        return resp.text

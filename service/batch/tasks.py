@@ -3,12 +3,11 @@
 No postprocessing lives here: the service does it exactly as for the gateway's endpoints; this
 module only picks the method and serialises the pydantic result (``model_dump``), so a classify or
 detect record has the same JSON shape as the gateway's response body. Super-resolution records
-hold what the gateway sends as ``X-*`` headers; the pixels go to a PNG file.
+hold what the gateway sends as ``X-*`` headers (model, scale, sizes); the pixels go to a PNG file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,21 +31,6 @@ class TaskOptions:
     def service_task(self) -> Task:
         return "super_resolve" if self.task == "super-resolve" else self.task
 
-    @property
-    def endpoint(self) -> str:
-        return f"/v1/{self.task}"
-
-    def query(self) -> dict[str, str]:
-        """HTTP query parameters of the gateway endpoint."""
-        params: dict[str, Any] = {"model": self.model, "version": self.version}
-        if self.task == "classify":
-            params["top_k"] = self.top_k
-        elif self.task == "detect":
-            params["score_threshold"] = self.score_threshold
-        else:
-            params["format"] = "png"
-        return {k: str(v) for k, v in params.items() if v is not None}
-
 
 @dataclass(frozen=True)
 class Scored:
@@ -57,23 +41,10 @@ class Scored:
 
 
 def sr_result(model: str, version: int | None, scale: int, input_wh: tuple[int, int],
-              output_wh: tuple[int, int], tiles: int) -> dict[str, Any]:
+              output_wh: tuple[int, int]) -> dict[str, Any]:
     """The record of one super-resolved image (the pixels go to a PNG file beside it)."""
     return {"model": model, "version": version, "scale": scale, "input_size": list(input_wh),
-            "output_size": list(output_wh), "tiles": tiles}
-
-
-def sr_result_from_headers(headers: Mapping[str, str]) -> dict[str, Any]:
-    """The same record from the gateway's ``X-*`` response headers of /v1/super-resolve."""
-
-    def wh(value: str) -> tuple[int, int]:
-        w, h = value.lower().split("x")
-        return int(w), int(h)
-
-    version = headers.get("x-model-version") or None
-    return sr_result(headers["x-model"], int(version) if version else None, int(headers["x-scale"]),
-                     wh(headers["x-input-size"]), wh(headers["x-output-size"]),
-                     int(headers.get("x-tiles", 0)))
+            "output_size": list(output_wh)}
 
 
 async def call_service(service: InferenceService, opts: TaskOptions, data: bytes) -> Scored:
@@ -88,4 +59,4 @@ async def call_service(service: InferenceService, opts: TaskOptions, data: bytes
     sr = await service.super_resolve(data, opts.model, opts.version)
     png = await service.run_blocking(encode, sr.pixels, "png")
     h, w = sr.pixels.shape[:2]
-    return Scored(sr_result(sr.model, sr.version, sr.scale, sr.input_size, (w, h), sr.tiles), image_png=png)
+    return Scored(sr_result(sr.model, sr.version, sr.scale, sr.input_size, (w, h)), image_png=png)

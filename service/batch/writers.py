@@ -97,8 +97,13 @@ class ChunkWriter:
 
 
 def image_output_path(images_root: Path, rel: str) -> Path:
-    """Where the SR output of ``SOURCE/rel`` goes: the same relative path, as PNG (lossless)."""
-    return images_root / Path(rel).with_suffix(".png")
+    """Where the SR output of ``SOURCE/rel`` goes: the same relative path, as PNG (lossless).
+
+    The source extension is kept (``x.jpg`` -> ``x.jpg.png``) so that ``x.jpg`` and ``x.webp`` beside
+    each other cannot overwrite each other's output; a ``.png`` source keeps its name.
+    """
+    path = Path(rel)
+    return images_root / (path if path.suffix.lower() == ".png" else path.with_name(path.name + ".png"))
 
 
 def save_output_image(images_root: Path, rel: str, png: bytes) -> Path:

@@ -22,11 +22,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.batch.cli import main
-from service.batch.engines import parse_retry_after, remote_error
+from service.batch.engines import remote_error
 from service.batch.ledger import chunk_files, read_chunk
 from service.batch.records import Record
-from service.errors import (BadRequest, DeadlineExceeded, InvalidImage, ModelNotFound, Overloaded,
-                            ServiceUnavailable, VisionGateError)
+from service.errors import (BackendUnavailable, BadRequest, DeadlineExceeded, InvalidImage, ModelNotFound,
+                            Overloaded, ServiceUnavailable, VisionGateError)
 from support import encode, free_port, photo
 
 
@@ -50,30 +50,27 @@ def score(source: Path, dest: Path, *extra: str, task: str = "classify") -> int:
 
 
 def test_gateway_errors_come_back_as_the_class_they_were_raised_as() -> None:
-    err = remote_error(400, {"error": {"type": "InvalidImage", "message": "truncated"}}, None)
+    err = remote_error(400, "InvalidImage", "truncated")
     assert isinstance(err, InvalidImage) and "truncated" in err.message
-    err = remote_error(503, {"error": {"type": "Overloaded", "message": "queue full"}}, "7")
+    err = remote_error(503, "Overloaded", "queue full", retry_after_s=7)
     assert isinstance(err, Overloaded) and err.retry_after_s == 7
-    err = remote_error(404, {"error": {"type": "ModelNotFound", "message": "x"}}, None)
-    assert isinstance(err, ModelNotFound)
+    assert isinstance(remote_error(404, "ModelNotFound", "x"), ModelNotFound)
 
 
 def test_answers_from_something_else_than_the_gateway_map_by_status() -> None:
     # a proxy or load balancer in front of the gateway: transient
-    assert type(remote_error(502, "<html>Bad Gateway</html>", None)) is ServiceUnavailable
-    assert type(remote_error(429, "slow down", "2")) is ServiceUnavailable
-    assert type(remote_error(504, "<html>Gateway Timeout</html>", None)) is DeadlineExceeded
-    assert type(remote_error(400, "nope", None)) is BadRequest
-    assert type(remote_error(500, "boom", None)) is VisionGateError  # not retried
+    assert type(remote_error(502, "HTTPError", "<html>Bad Gateway</html>")) is ServiceUnavailable
+    assert type(remote_error(429, "HTTPError", "slow down", 2)) is ServiceUnavailable
+    assert type(remote_error(504, "HTTPError", "<html>Gateway Timeout</html>")) is DeadlineExceeded
+    assert type(remote_error(400, "HTTPError", "nope")) is BadRequest
+    assert type(remote_error(500, "InternalError", "boom")) is VisionGateError  # not retried
     # a type name that does not match the status is not trusted
-    assert type(remote_error(400, {"error": {"type": "Overloaded", "message": "?"}}, None)) is BadRequest
+    assert type(remote_error(400, "Overloaded", "?")) is BadRequest
 
 
-def test_retry_after_reads_seconds_and_http_dates() -> None:
-    assert parse_retry_after("3") == 3.0
-    assert parse_retry_after(None) == 1.0
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
-    assert parse_retry_after("soon", default=2.0) == 2.0
+def test_no_answer_at_all_is_transient() -> None:
+    assert type(remote_error(None, "ConnectError", "refused")) is BackendUnavailable
+    assert type(remote_error(None, "ReadTimeout", "")) is DeadlineExceeded
 
 
 # --- against a real gateway --------------------------------------------------------------------
@@ -106,7 +103,7 @@ def test_super_resolution_via_the_gateway_saves_the_same_image(gateway: str, sr_
     remote, local = records(tmp_path / "http")["cup.jpg"], records(tmp_path / "local")["cup.jpg"]
     assert remote.result == local.result
     assert ok(remote)["output_size"] == [200, 160]
-    a, b = (np.asarray(Image.open(tmp_path / d / "images" / "cup.png"), dtype=np.int16)
+    a, b = (np.asarray(Image.open(tmp_path / d / "images" / "cup.jpg.png"), dtype=np.int16)
             for d in ("http", "local"))
     assert a.shape == b.shape == (160, 200, 3) and np.abs(a - b).max() <= 1
 
@@ -216,6 +213,7 @@ def test_a_gateway_dying_mid_run_stops_it_without_recording_the_lost_images(
     from service.batch.retry import RetryPolicy
     from service.batch.runner import RunConfig, run_async
     from service.batch.tasks import TaskOptions
+    from service.client import AsyncClient
 
     class DiesAfterTwo(HttpEngine):
         """The real HTTP engine; after two images the gateway 'goes away' (port with nobody on it)."""
@@ -225,8 +223,8 @@ def test_a_gateway_dying_mid_run_stops_it_without_recording_the_lost_images(
         async def score(self, data: bytes):  # type: ignore[no-untyped-def]
             DiesAfterTwo.calls += 1
             if DiesAfterTwo.calls == 3:
-                await self._client.aclose()
-                self._client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{free_port()}")
+                await self.client.close()
+                self.client = AsyncClient(f"http://127.0.0.1:{free_port()}", max_retries=0)
             return await super().score(data)
 
     opts = TaskOptions("classify", "efficientnet_lite0")

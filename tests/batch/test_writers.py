@@ -70,6 +70,9 @@ def test_atomic_write_replaces_an_existing_file_whole(tmp_path: Path) -> None:
 def test_output_images_mirror_the_source_tree_as_png(tmp_path: Path) -> None:
     png = encode(photo("coffee")[:32, :32], "PNG")
     path = save_output_image(tmp_path / "images", "kitchen/deep/coffee.jpg", png)
-    assert path == tmp_path / "images" / "kitchen" / "deep" / "coffee.png"
+    assert path == tmp_path / "images" / "kitchen" / "deep" / "coffee.jpg.png"
     assert path.read_bytes() == png
-    assert image_output_path(tmp_path, "a.b/c.webp") == tmp_path / "a.b" / "c.png"
+    assert image_output_path(tmp_path, "a.b/c.webp") == tmp_path / "a.b" / "c.webp.png"
+    assert image_output_path(tmp_path, "a/x.png") == tmp_path / "a" / "x.png"
+    # two sources that differ only by extension never share an output file
+    assert image_output_path(tmp_path, "a/x.jpg") != image_output_path(tmp_path, "a/x.png")

