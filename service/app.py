@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .api import classify, detect, health, models, super_resolve
@@ -16,7 +14,9 @@ from .api import v2 as oip_v2
 from .backends.base import Backend
 from .errors import install_error_handlers
 from .inference import InferenceService
+from .deadlines import DeadlineMiddleware
 from .metrics import Metrics
+from .middleware import AdmissionMiddleware, MetricsMiddleware
 from .settings import Settings
 
 
@@ -28,37 +28,6 @@ def make_backend(settings: Settings, metrics: Metrics | None = None) -> Backend:
     from .backends.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(settings, on_batch=metrics.observe_batch if metrics else None)
-
-
-class MetricsMiddleware:
-    """Counts requests and latency per route template (not per raw path: bounded label sets)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        self.metrics.in_flight.inc()
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            self.metrics.in_flight.dec()
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(path, str(status)).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
 
 
 def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
@@ -95,5 +64,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(health.router)
     app.include_router(oip_v2.router)
     app.include_router(ui.router)
+    # outermost first: metrics see every answer, admission refuses before anything is read
+    app.add_middleware(DeadlineMiddleware, default_s=settings.request_timeout_s)
+    app.add_middleware(AdmissionMiddleware, limit=settings.max_open_requests)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

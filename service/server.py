@@ -9,7 +9,9 @@ A second signal exits at once.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from types import FrameType
@@ -18,7 +20,6 @@ import uvicorn
 from fastapi import FastAPI
 
 from .app import create_app
-from .deadlines import DeadlineMiddleware
 from .settings import Settings
 
 
@@ -42,14 +43,34 @@ class DrainingServer(uvicorn.Server):
         timer.start()
 
 
+def _uvicorn_options(settings: Settings) -> dict[str, object]:
+    return {
+        "host": settings.host, "port": settings.port, "log_level": settings.log_level,
+        "http": "httptools", "loop": "uvloop", "access_log": False,
+        "timeout_graceful_shutdown": int(settings.drain_timeout_s) or None,
+        # the app's own admission answers 503 + Retry-After first; uvicorn's hard cap (a bare 503)
+        # stays above it, with room for health probes
+        "limit_concurrency": settings.max_open_requests * 2 + 64 if settings.max_open_requests else None,
+        "backlog": 2048,
+    }
+
+
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.http_workers > 1:
+        _serve_workers(settings)
+        return
     app = create_app(settings)
-    # DeadlineMiddleware is idempotent: harmless if create_app installs it too
-    config = uvicorn.Config(
-        DeadlineMiddleware(app, settings.request_timeout_s), host=settings.host, port=settings.port, log_level=settings.log_level,
-        http="httptools", loop="uvloop", access_log=False,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
-        limit_concurrency=settings.max_open_requests or None, backlog=2048,
-    )
+    config = uvicorn.Config(app, **_uvicorn_options(settings))  # type: ignore[arg-type]
     DrainingServer(config, app, settings.shutdown_delay_s).run()
+
+
+def _serve_workers(settings: Settings) -> None:
+    """Several uvicorn worker processes, each building the app (and loading every model) from the
+    environment. For hosts where one event loop is the bottleneck (GPU hosts); on a small CPU host
+    one process with several inference threads is faster. Each worker drains on SIGTERM; the
+    ``shutdown_delay_s`` readiness flip applies to single-process serving only."""
+    for name, value in settings.model_dump(mode="json").items():
+        os.environ[f"VISIONGATE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    uvicorn.run("service.app:create_app", factory=True, workers=settings.http_workers,
+                **_uvicorn_options(settings))  # type: ignore[arg-type]

@@ -55,9 +55,9 @@ class Settings(BaseSettings):
                                      "may ask for less with an X-Request-Timeout: <seconds> header")
     max_queue_wait_s: float = Field(2.0, gt=0, description="503 (with Retry-After) at once when the work "
                                     "queued for a model would take longer than this at the recent pace")
-    max_open_requests: int = Field(1024, ge=0, description="connections+requests uvicorn holds at once; "
-                                   "past it answers 503 before reading the body (bounds memory under a flood); "
-                                   "0 = unlimited")
+    max_open_requests: int = Field(512, ge=0, description="inference requests open at once; past it an "
+                                   "immediate 503 + Retry-After before the body is read (bounds memory under a "
+                                   "flood); 0 = unlimited")
     batch_delay: Literal["auto", "config", "off"] = Field(
         "auto", description="waiting for company before running a batch: 'config' honours each model's "
         "max_queue_delay_microseconds; 'off' batches only what is already queued; 'auto' is 'config' on "

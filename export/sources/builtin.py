@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .base import LoadedModel
+if TYPE_CHECKING:  # importing base imports torch; the gateway reads DEFAULTS without it
+    from .base import LoadedModel
 
 
 def _lite0() -> LoadedModel:

@@ -11,15 +11,15 @@ from ..metrics import Metrics
 from ..settings import Settings
 
 
-def _service(request: Request) -> InferenceService:
+async def _service(request: Request) -> InferenceService:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def _metrics(request: Request) -> Metrics:
+async def _metrics(request: Request) -> Metrics:
     return request.app.state.metrics  # type: ignore[no-any-return]
 
 

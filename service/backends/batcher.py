@@ -114,7 +114,19 @@ class Batcher:
             if reserve:
                 self._reserved.append((time.monotonic() + self._reserve_s, n))
 
+    def claim(self, n: int, timeout_s: float) -> None:
+        """Final admission of a request's ``n`` items (turns its reservation into queued work)."""
+        with self._cond:
+            self._claim(n, timeout_s)
+
+    def _claim(self, n: int, timeout_s: float) -> None:
+        if self._reserved:  # this request's own reservation (approximately: the oldest)
+            self._reserved.popleft()
+        self._admit(n, timeout_s)
+
     def _admit(self, n: int, timeout_s: float) -> None:
+        if timeout_s <= 0:
+            raise DeadlineExceeded("the request's deadline passed before it reached the model")
         if self._closed:
             raise ServiceUnavailable(f"model {self.name!r} is shutting down", retry_after_s=5)
         queued = len(self._queue)
@@ -127,9 +139,11 @@ class Batcher:
             raise Overloaded(f"model {self.name!r} is busy: about {wait:.2f} s of work is queued, more than "
                              f"this request's {limit:g} s; retry later", retry_after_s=self.retry_after_s())
 
-    async def submit(self, inputs: dict[str, np.ndarray], timeout_s: float) -> dict[str, np.ndarray]:
+    async def submit(self, inputs: dict[str, np.ndarray], timeout_s: float,
+                     admit: bool = True) -> dict[str, np.ndarray]:
         """Run ``inputs`` (batch axis first) in a batch; 503 at once when it cannot be served in time,
-        504 once ``timeout_s`` has passed."""
+        504 once ``timeout_s`` has passed. ``admit=False``: the caller already admitted this work as
+        part of a larger request (the later chunks of one request must not refuse each other)."""
         if timeout_s <= 0:
             raise DeadlineExceeded("the request's deadline passed before it reached the model")
         loop = asyncio.get_running_loop()
@@ -140,9 +154,8 @@ class Batcher:
             future=loop.create_future(), loop=loop, deadline=time.monotonic() + timeout_s,
         )
         with self._cond:
-            if self._reserved:  # this request's own reservation (approximately: the oldest)
-                self._reserved.popleft()
-            self._admit(n, timeout_s)
+            if admit:
+                self._claim(n, timeout_s)
             self._queue.append(item)
             self._queued_items += n
             self._cond.notify()

@@ -186,9 +186,11 @@ class OnnxRuntimeBackend:
         timeout_s = remaining_s(self._settings.request_timeout_s)  # the caller's deadline, if shorter
         if n <= step:
             return await batcher.submit(inputs, timeout_s)
-        # one request with more items than a batch holds (several images, SR tiles): split it
+        # one request with more items than a batch holds (several images, SR tiles): admitted once
+        # as a whole, then split into batches that are not re-checked against each other
+        batcher.claim(n, timeout_s)
         parts = await asyncio.gather(*(
-            batcher.submit({k: a[i:i + step] for k, a in inputs.items()}, timeout_s)
+            batcher.submit({k: a[i:i + step] for k, a in inputs.items()}, timeout_s, admit=False)
             for i in range(0, n, step)
         ))
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
