@@ -18,4 +18,6 @@ if [ "${1:-}" = "test" ]; then
   # A real tritonserver (python backend only) for the Triton tests. --no-deps: only the binary is
   # used, and its pins would downgrade numpy in this venv.
   "${PIP[@]}" --no-deps nvidia-pytriton==0.7.0
+  # linters and offline Kubernetes schemas for tests/deploy
+  "${PIP[@]}" -r deploy/requirements-ci.txt
 fi
