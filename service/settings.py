@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     inference_workers: int = Field(default_factory=_default_inference_workers, ge=1,
                                    description="concurrent onnxruntime callers per model")
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads inside one call")
+    solo_intra_op_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0,
+                                       description="threads for a batch that runs alone on an idle CPU "
+                                       "(lower latency); 0 or <= intra_op_threads turns it off")
     decode_workers: int = Field(default_factory=lambda: max(2, os.cpu_count() or 1), ge=1)
     max_queue_per_model: int = Field(256, ge=1, description="admitted requests waiting per model; 503 past it")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline per request; 504 past it; a caller "

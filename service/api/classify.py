@@ -7,7 +7,8 @@ from fastapi import APIRouter, Query, Request
 from ..errors import error_responses
 from ..schemas import ClassifyResult
 from .deps import ServiceDep, SettingsDep
-from .images import IMAGE_REQUEST_BODY, one_or_many, request_images
+from .images import IMAGE_REQUEST_BODY, request_images
+from .responses import json_result
 
 router = APIRouter(tags=["tasks"])
 
@@ -29,4 +30,4 @@ async def classify(
 ) -> ClassifyResult | list[ClassifyResult]:
     images = await request_images(request, settings)
     results = await service.classify(images, model, top_k, version)
-    return one_or_many(images, results)
+    return json_result(images, results)  # type: ignore[return-value]

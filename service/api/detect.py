@@ -12,6 +12,7 @@ from ..schemas import DetectResult
 from ..vision.encode import MEDIA_TYPES, format_from_accept
 from .deps import ServiceDep, SettingsDep
 from .images import IMAGE_REQUEST_BODY, request_images
+from .responses import json_result
 
 router = APIRouter(tags=["tasks"])
 
@@ -52,5 +53,4 @@ async def detect(
                    "X-Detection-Count": str(len(result.detections))}
         return Response(data, media_type=MEDIA_TYPES[fmt], headers=headers)
     results = await service.detect(images, model, options, version)
-    multipart = request.headers.get("content-type", "").startswith("multipart/")
-    return results if multipart and len(results) > 1 else results[0]
+    return json_result(images, results)  # type: ignore[return-value]

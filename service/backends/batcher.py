@@ -60,9 +60,12 @@ def _expire(fut: asyncio.Future[dict[str, np.ndarray]], timeout_s: float) -> Non
 class Batcher:
     def __init__(self, name: str, run: RunBatch, *, workers: int, max_batch: int, delay_s: float,
                  max_queue: int, max_wait_s: float = float("inf"),
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None, run_alone: RunBatch | None = None) -> None:
         self.name = name
         self._run = run
+        # used when a batch is the only work in flight: e.g. a session with more intra-op threads,
+        # which halves single-request latency on an idle CPU without oversubscribing a busy one
+        self._run_alone = run_alone
         self._max_batch = max(1, max_batch)
         self._delay_s = max(0.0, delay_s)
         self._max_queue = max_queue
@@ -179,7 +182,8 @@ class Batcher:
         self._queue = kept
         return n
 
-    def _take_batch(self) -> list[_Pending] | None:
+    def _take_batch(self) -> tuple[list[_Pending], bool] | None:
+        """The next batch, and whether it is the only work in flight."""
         with self._cond:
             while not self._queue:
                 if self._closed:
@@ -197,19 +201,20 @@ class Batcher:
                 self._cond.wait(remaining)
             self._queued_items -= n
             self._in_flight += n
-            return batch
+            return batch, self._in_flight == n and not self._queue
 
     def _work(self) -> None:
-        while (batch := self._take_batch()) is not None:
+        while (taken := self._take_batch()) is not None:
+            batch, alone = taken
             n = sum(item.n for item in batch)
             try:
-                self._run_batch(batch)
+                self._run_batch(batch, alone)
             finally:
                 with self._cond:
                     self._in_flight -= n
                     self._cond.notify_all()
 
-    def _run_batch(self, batch: list[_Pending]) -> None:
+    def _run_batch(self, batch: list[_Pending], alone: bool = False) -> None:
         now = time.monotonic()
         live = []
         for item in batch:
@@ -230,7 +235,7 @@ class Batcher:
         n = sum(it.n for it in live)
         started = time.monotonic()
         try:
-            outputs = self._run(stacked)
+            outputs = (self._run_alone if alone and self._run_alone is not None else self._run)(stacked)
         except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
             for item in live:
                 item.loop.call_soon_threadsafe(_resolve, item.future, None, exc)
