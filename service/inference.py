@@ -160,6 +160,32 @@ class InferenceService:
             loop.run_in_executor(self.executor, prepare, data, spec, self.settings) for data in images
         )))
 
+    async def prepare_and_run(self, spec: ModelSpec, images: list[bytes],
+                              version: int | None) -> tuple[list[Prepared], dict[str, np.ndarray]]:
+        """Decode, preprocess and run ``images``; outputs with the batch axis in image order.
+
+        On the embedded runtime (a backend with ``infer_each``) and a model of fixed input size,
+        decoding runs on the inference threads themselves, right before each batch: one
+        decode+infer sequence per core, as in the in-process ceiling, instead of a decode pool
+        competing with the model for the same cores. Elsewhere (Triton) the decode pool prepares
+        tensors and the backend batches them.
+        """
+        each = getattr(self.backend, "infer_each", None)
+        if each is None or not self.settings.decode_on_inference_threads or spec.preprocess.input_size is None:
+            prepared = await self.prepare_many(images, spec)
+            return prepared, await self.run(spec, [p.tensor for p in prepared], version)
+        holders: list[Prepared | None] = [None] * len(images)
+
+        def make(i: int, data: bytes) -> Callable[[], dict[str, np.ndarray]]:
+            def run() -> dict[str, np.ndarray]:
+                holders[i] = p = prepare(data, spec, self.settings)
+                return {spec.input.name: p.tensor[None]}
+            return run
+
+        outs = await each(spec.name, [make(i, d) for i, d in enumerate(images)], version)
+        outputs = outs[0] if len(outs) == 1 else {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+        return [p for p in holders if p is not None], outputs
+
     async def run(self, spec: ModelSpec, tensors: list[np.ndarray],
                   version: int | None) -> dict[str, np.ndarray]:
         batch = tensors[0][None] if len(tensors) == 1 else np.stack(tensors)
@@ -170,8 +196,7 @@ class InferenceService:
         if not 1 <= top <= self.settings.max_top_k:
             raise InvalidArgument(f"top_k must be between 1 and {self.settings.max_top_k}, got {top}")
         spec = self.model_for(model or self.default_model("classify"), "classify")
-        prepared = await self.prepare_many(images, spec)
-        outputs = await self.run(spec, [p.tensor for p in prepared], version)
+        _, outputs = await self.prepare_and_run(spec, images, version)
         logits = outputs[spec.outputs[0].name]
         probs = softmax(logits) if spec.param("output_activation", "softmax") == "softmax" else logits
         labels = spec.labels or ()
@@ -213,10 +238,9 @@ class InferenceService:
                 raise InvalidArgument(str(exc)) from exc
         return _DetectParams(score, iou, limit, classes)
 
-    async def _detect_prepared(self, spec: ModelSpec, prepared: list[Prepared], params: _DetectParams,
-                               version: int | None) -> list[vdet.Detections]:
+    def _detections(self, spec: ModelSpec, prepared: list[Prepared], outputs: dict[str, np.ndarray],
+                    params: _DetectParams) -> list[vdet.Detections]:
         """Detections per image, boxes xyxy in original (EXIF-upright) pixels."""
-        outputs = await self.run(spec, [p.tensor for p in prepared], version)
         names = [o.name for o in spec.outputs]
         boxes = outputs["boxes"] if "boxes" in outputs else outputs[names[0]]
         scores = outputs["scores"] if "scores" in outputs else outputs[names[1]]
@@ -247,8 +271,8 @@ class InferenceService:
         """One ``DetectResult`` per image, boxes in the caller's original (upright) pixels."""
         spec = self.model_for(model or self.default_model("detect"), "detect")
         params = self._detect_params(spec, options)
-        prepared = await self.prepare_many(images, spec)
-        found = await self._detect_prepared(spec, prepared, params, version)
+        prepared, outputs = await self.prepare_and_run(spec, images, version)
+        found = self._detections(spec, prepared, outputs, params)
         return [self._detect_result(spec, p, d, options.box_format, version)
                 for p, d in zip(prepared, found, strict=True)]
 
@@ -261,7 +285,8 @@ class InferenceService:
         params = self._detect_params(spec, options)
         loop = asyncio.get_running_loop()
         prepared = await loop.run_in_executor(self.executor, prepare_full, image, spec, self.settings)
-        (found,) = await self._detect_prepared(spec, [prepared], params, version)
+        outputs = await self.run(spec, [prepared.tensor], version)
+        (found,) = self._detections(spec, [prepared], outputs, params)
         result = self._detect_result(spec, prepared, found, options.box_format, version)
 
         def render() -> bytes:

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     solo_intra_op_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0,
                                        description="threads for a batch that runs alone on an idle CPU "
                                        "(lower latency); 0 or <= intra_op_threads turns it off")
+    decode_on_inference_threads: bool = Field(True, description="embedded runtime: decode each image on "
+                                              "the thread that runs its batch (fewer threads than cores' "
+                                              "worth of contention); False: a separate decode pool")
     decode_workers: int = Field(default_factory=lambda: max(2, os.cpu_count() or 1), ge=1)
     max_queue_per_model: int = Field(256, ge=1, description="admitted requests waiting per model; 503 past it")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline per request; 504 past it; a caller "

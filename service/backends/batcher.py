@@ -28,17 +28,20 @@ import numpy as np
 from ..errors import DeadlineExceeded, Overloaded, ServiceUnavailable
 
 RunBatch = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+#: makes one item's inputs (batch axis of 1) on the worker thread, e.g. decode + resize an image
+Prepare = Callable[[], dict[str, np.ndarray]]
 
 
 @dataclass(eq=False)
 class _Pending:
-    inputs: dict[str, np.ndarray]
+    inputs: dict[str, np.ndarray] | None  # None until ``prepare`` has run on a worker thread
     n: int
     shape_key: tuple[tuple[int, ...], ...]
     future: asyncio.Future[dict[str, np.ndarray]]
     loop: asyncio.AbstractEventLoop
     deadline: float  # time.monotonic()
     enqueued: float = field(default_factory=time.monotonic)
+    prepare: Prepare | None = None
 
 
 def _resolve(fut: asyncio.Future[dict[str, np.ndarray]], result: dict[str, np.ndarray] | None,
@@ -147,13 +150,26 @@ class Batcher:
         """Run ``inputs`` (batch axis first) in a batch; 503 at once when it cannot be served in time,
         504 once ``timeout_s`` has passed. ``admit=False``: the caller already admitted this work as
         part of a larger request (the later chunks of one request must not refuse each other)."""
+        n = int(next(iter(inputs.values())).shape[0])
+        return await self._enqueue(inputs, None, n, tuple(a.shape[1:] for a in inputs.values()),
+                                   timeout_s, admit)
+
+    async def submit_prepare(self, prepare: Prepare, shape_key: tuple[tuple[int, ...], ...],
+                             timeout_s: float) -> dict[str, np.ndarray]:
+        """Like ``submit`` for one item whose inputs ``prepare`` makes on the worker thread, just
+        before its batch runs: decoding then happens on the threads that run the model, one
+        sequence per core as in the in-process ceiling, instead of on a second pool competing with
+        them. ``shape_key``: each input's shape without the batch axis (known from the model)."""
+        return await self._enqueue(None, prepare, 1, shape_key, timeout_s, True)
+
+    async def _enqueue(self, inputs: dict[str, np.ndarray] | None, prepare: Prepare | None, n: int,
+                       shape_key: tuple[tuple[int, ...], ...], timeout_s: float,
+                       admit: bool) -> dict[str, np.ndarray]:
         if timeout_s <= 0:
             raise DeadlineExceeded("the request's deadline passed before it reached the model")
         loop = asyncio.get_running_loop()
-        first = next(iter(inputs.values()))
-        n = int(first.shape[0])
         item = _Pending(
-            inputs=inputs, n=n, shape_key=tuple(a.shape[1:] for a in inputs.values()),
+            inputs=inputs, n=n, shape_key=shape_key, prepare=prepare,
             future=loop.create_future(), loop=loop, deadline=time.monotonic() + timeout_s,
         )
         with self._cond:
@@ -224,14 +240,21 @@ class Batcher:
                 item.loop.call_soon_threadsafe(_resolve, item.future, None,
                                                DeadlineExceeded("deadline passed while queued"))
                 continue
+            if item.prepare is not None:
+                try:
+                    item.inputs = item.prepare()
+                except BaseException as exc:  # noqa: BLE001 - a bad image fails its own request only
+                    item.loop.call_soon_threadsafe(_resolve, item.future, None, exc)
+                    continue
             live.append(item)
         if not live:
             return
-        names = list(live[0].inputs)
+        first = live[0].inputs
+        assert first is not None
         if len(live) == 1:
-            stacked = live[0].inputs
+            stacked = first
         else:
-            stacked = {k: np.concatenate([it.inputs[k] for it in live]) for k in names}
+            stacked = {k: np.concatenate([it.inputs[k] for it in live]) for k in first}  # type: ignore[index]
         n = sum(it.n for it in live)
         started = time.monotonic()
         try:

@@ -22,7 +22,7 @@ from ..deadlines import remaining_s
 from ..errors import BackendError, InvalidArgument, ModelNotFound, ServiceUnavailable
 from ..repository import ConfigError, ModelSpec, read_model, scan
 from ..settings import Settings
-from .batcher import Batcher
+from .batcher import Batcher, Prepare
 
 logger = logging.getLogger("visiongate.onnxruntime")
 
@@ -182,15 +182,32 @@ class OnnxRuntimeBackend:
         if batcher is not None:
             batcher.admit(n, remaining_s(self._settings.request_timeout_s), reserve=True)
 
-    async def infer(self, model: str, inputs: dict[str, np.ndarray],
-                    version: int | None = None) -> dict[str, np.ndarray]:
-        spec = self.describe(model)
+    def _batcher(self, model: str, version: int | None) -> Batcher:
+        self.describe(model)
         loaded = self._models[model]
         v = version if version is not None else max(loaded.batchers)
         batcher = loaded.batchers.get(v)
         if batcher is None:
             raise ModelNotFound(f"model {model!r} has no loaded version {v}",
                                 versions=sorted(loaded.batchers))
+        return batcher
+
+    async def infer_each(self, model: str, prepares: list[Prepare],
+                         version: int | None = None) -> list[dict[str, np.ndarray]]:
+        """One result per item, each item's inputs made by its ``prepare`` on the thread that runs the
+        model (see ``Batcher.submit_prepare``). For models whose inputs have static shapes."""
+        spec = self.describe(model)
+        batcher = self._batcher(model, version)
+        shape_key = tuple(t.dims for t in spec.inputs)
+        if any(d < 0 for dims in shape_key for d in dims):
+            raise InvalidArgument(f"model {model!r} has dynamic input shapes; send tensors with infer()")
+        timeout_s = remaining_s(self._settings.request_timeout_s)
+        return list(await asyncio.gather(*(batcher.submit_prepare(p, shape_key, timeout_s) for p in prepares)))
+
+    async def infer(self, model: str, inputs: dict[str, np.ndarray],
+                    version: int | None = None) -> dict[str, np.ndarray]:
+        spec = self.describe(model)
+        batcher = self._batcher(model, version)
         expected = {t.name for t in spec.inputs}
         if set(inputs) != expected:
             raise InvalidArgument(f"model {model!r} takes inputs {sorted(expected)}, got {sorted(inputs)}")

@@ -88,3 +88,36 @@ async def test_a_request_past_its_deadline_gets_504_and_its_work_is_dropped() ->
     finally:
         batcher.close()
     assert sizes == [1]  # only the blocker reached the model
+
+
+async def test_inputs_prepared_on_the_worker_batch_together_and_a_bad_one_fails_alone() -> None:
+    sizes: list[int] = []
+    gate = threading.Event()
+    batcher = Batcher("m", doubling(sizes, gate), workers=1, max_batch=8, delay_s=0.05, max_queue=64)
+    threads: set[str] = set()
+
+    def good(i: int):  # type: ignore[no-untyped-def]
+        def make() -> dict[str, np.ndarray]:
+            threads.add(threading.current_thread().name)
+            return {"x": np.full((1, 3), i, np.float32)}
+        return make
+
+    def bad() -> dict[str, np.ndarray]:
+        raise ValueError("not an image")
+
+    try:
+        blocker = asyncio.ensure_future(batcher.submit({"x": np.zeros((1, 3), np.float32)}, 5))
+        await asyncio.sleep(0.05)  # the worker is busy: the next ones queue up and batch together
+        calls = [batcher.submit_prepare(good(i), ((3,),), 5) for i in (1, 2)] + \
+                [batcher.submit_prepare(bad, ((3,),), 5)]
+        tasks = [asyncio.ensure_future(c) for c in calls]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await blocker
+        one, two, failed = await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        batcher.close()
+    assert float(one["y"][0, 0]) == 2.0 and float(two["y"][0, 0]) == 4.0  # type: ignore[index]
+    assert isinstance(failed, ValueError)
+    assert sizes == [1, 2]  # the bad image never reached the model
+    assert threads == {"infer-m-0"}  # prepared on the inference thread itself
