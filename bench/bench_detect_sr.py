@@ -38,7 +38,6 @@ from service.settings import Settings  # noqa: E402
 from service.vision import detection, tiles  # noqa: E402
 from service.vision.decode import decode  # noqa: E402
 from service.vision.encode import encode  # noqa: E402
-from service.vision.preprocess import preprocess  # noqa: E402
 
 DETECTOR, SR = "yolov3_tiny", "waifu2x_x2"
 

@@ -13,7 +13,6 @@ import argparse
 import io
 import json
 import math
-import os
 import sys
 import threading
 import time

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -75,3 +76,13 @@ class GatewayProcess:
         assert self.proc.stdout is not None
         with self.proc.stdout:
             return self.proc.stdout.read().decode(errors="replace")
+
+
+def running_gateway(repository: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A generator for fixtures: yields the URL of a real gateway, stops it afterwards."""
+    server = GatewayProcess(repository, env=env)
+    try:
+        wait_ready(server.url)
+        yield server.url
+    finally:
+        server.stop()

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from support import GatewayProcess, encode, photo, wait_ready
+from support import encode, photo
 
 DETECTOR = "yolov3_tiny"
 #: where the 256 px astronaut photo is pasted in the 1024x768 canvas: x0, y0, x1, y1
@@ -23,32 +18,10 @@ PASTED = (600, 300, 856, 556)
 ASTRONAUT = (600, 300, 785, 556)
 
 
-def ensure_exported(repository: Path, name: str) -> None:
-    if (repository / name / "config.pbtxt").is_file():
-        return
-    if importlib.util.find_spec("torch") is None:
-        pytest.skip(f"{name} is not exported and torch is missing: visiongate export {name}")
-    subprocess.run([sys.executable, "-m", "service.cli", "export", "--missing-only", "--no-progress",
-                    "--repository", str(repository), name], check=True)
-
-
-def serving(url: str, name: str) -> bool:
-    return name in {m["name"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["models"]}
-
-
 @pytest.fixture(scope="module")
-def gw(repository: Path, gateway: str) -> Iterator[str]:
-    """The shared gateway when it serves the detector, else one of our own."""
-    ensure_exported(repository, DETECTOR)
-    if serving(gateway, DETECTOR):
-        yield gateway
-        return
-    server = GatewayProcess(repository)
-    try:
-        wait_ready(server.url)
-        yield server.url
-    finally:
-        server.stop()
+def gw(gateway: str) -> str:
+    """The shared gateway: it serves every default model, this one included."""
+    return gateway
 
 
 def detect(gw: str, body: bytes, content_type: str = "image/jpeg", accept: str | None = None,

@@ -6,10 +6,7 @@ through the API, and compare PSNR with plain bicubic upscaling. Crops keep the s
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,41 +15,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support import GatewayProcess, encode, photo, wait_ready
+from support import encode, photo, running_gateway
 
 SR = "waifu2x_x2"
 
 
-def ensure_exported(repository: Path, name: str) -> None:
-    if (repository / name / "config.pbtxt").is_file():
-        return
-    if importlib.util.find_spec("torch") is None:
-        pytest.skip(f"{name} is not exported and torch is missing: visiongate export {name}")
-    subprocess.run([sys.executable, "-m", "service.cli", "export", "--missing-only", "--no-progress",
-                    "--repository", str(repository), name], check=True)
-
-
-def serving(url: str, name: str) -> bool:
-    return name in {m["name"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["models"]}
-
-
-def own_gateway(repository: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    server = GatewayProcess(repository, env=env)
-    try:
-        wait_ready(server.url)
-        yield server.url
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="module")
-def gw(repository: Path, gateway: str) -> Iterator[str]:
-    """The shared gateway when it serves the SR model, else one of our own."""
-    ensure_exported(repository, SR)
-    if serving(gateway, SR):
-        yield gateway
-    else:
-        yield from own_gateway(repository)
+def gw(gateway: str) -> str:
+    """The shared gateway: it serves every default model, this one included."""
+    return gateway
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +32,7 @@ def small_tiles_gw(gw: str, repository: Path, tmp_path_factory: pytest.TempPathF
     allows 1 MP outputs."""
     only_sr = tmp_path_factory.mktemp("sr_repository")
     (only_sr / SR).symlink_to((repository / SR).resolve(), target_is_directory=True)
-    yield from own_gateway(only_sr, {"VISIONGATE_SR_TILE_SIZE": "48", "VISIONGATE_SR_TILE_OVERLAP": "8",
+    yield from running_gateway(only_sr, {"VISIONGATE_SR_TILE_SIZE": "48", "VISIONGATE_SR_TILE_OVERLAP": "8",
                                         "VISIONGATE_MAX_OUTPUT_PIXELS": "1000000"})
 
 

@@ -1,7 +1,6 @@
 """Peer A: Triton python-backend model taking encoded JPEG bytes (a ragged UINT8 tensor), dynamic batching:
 decode + preprocess here, one onnxruntime batch per execute()."""
 import json
-import os
 import sys
 
 import numpy as np
