@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     solo_intra_op_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0,
                                        description="threads for a batch that runs alone on an idle CPU "
                                        "(lower latency); 0 or <= intra_op_threads turns it off")
+    inference_thread_nice: int = Field(5, ge=0, le=19, description="nice value of the model threads, so the "
+                                       "event loop keeps answering (and refusing) under overload; 0 = off")
     decode_on_inference_threads: bool = Field(True, description="embedded runtime: decode each image on "
                                               "the thread that runs its batch (fewer threads than cores' "
                                               "worth of contention); False: a separate decode pool")

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -63,12 +65,14 @@ def _expire(fut: asyncio.Future[dict[str, np.ndarray]], timeout_s: float) -> Non
 class Batcher:
     def __init__(self, name: str, run: RunBatch, *, workers: int, max_batch: int, delay_s: float,
                  max_queue: int, max_wait_s: float = float("inf"),
-                 on_batch: Callable[[int], None] | None = None, run_alone: RunBatch | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None, run_alone: RunBatch | None = None,
+                 nice: int = 0) -> None:
         self.name = name
         self._run = run
         # used when a batch is the only work in flight: e.g. a session with more intra-op threads,
         # which halves single-request latency on an idle CPU without oversubscribing a busy one
         self._run_alone = run_alone
+        self._nice = nice
         self._max_batch = max(1, max_batch)
         self._delay_s = max(0.0, delay_s)
         self._max_queue = max_queue
@@ -220,6 +224,11 @@ class Batcher:
             return batch, self._in_flight == n and not self._queue
 
     def _work(self) -> None:
+        if self._nice:
+            # Under overload the event loop must win the CPU to refuse requests quickly (503 in
+            # milliseconds, not seconds): the model threads yield to it. Linux: per-thread nice.
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
         while (taken := self._take_batch()) is not None:
             batch, alone = taken
             n = sum(item.n for item in batch)

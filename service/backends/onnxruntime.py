@@ -98,6 +98,7 @@ class OnnxRuntimeBackend:
             alone = self._runner(spec.name, self._session(path, solo)) if solo else None
             batchers[version] = Batcher(
                 f"{spec.name}/{version}", self._runner(spec.name, session), run_alone=alone,
+                nice=self._settings.inference_thread_nice,
                 workers=self._settings.inference_workers,
                 max_batch=spec.max_batch_size or 1,
                 delay_s=self._batch_delay_s(spec, session),
