@@ -23,8 +23,9 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from ..errors import BodyTooLarge, InvalidArgument
+from ..errors import InvalidArgument
 from ..settings import Settings
+from .streams import read_limited
 
 MAX_REDIRECTS = 3
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -112,16 +113,9 @@ async def _get_once(client: httpx.AsyncClient, url: httpx.URL, host: str, ip: IP
     try:
         if 300 <= response.status_code < 400:
             return response.status_code, response.headers.get("location"), b""
-        declared = response.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise BodyTooLarge(f"the image at the URL is {declared} bytes; the limit is {limit}", limit=limit)
-        chunks, size = [], 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(f"the image at the URL is over the limit of {limit} bytes", limit=limit)
-            chunks.append(chunk)
-        return response.status_code, None, b"".join(chunks)
+        body = await read_limited(response.aiter_bytes(), limit, response.headers.get("content-length"),
+                                  "the image at the URL")
+        return response.status_code, None, body
     finally:
         await response.aclose()
 

@@ -26,6 +26,7 @@ from starlette.types import Message
 
 from ..errors import BodyTooLarge, EmptyBody, InvalidArgument, InvalidImage, UnsupportedMediaType
 from ..settings import Settings
+from .streams import read_limited
 from .fetch import fetch_image
 
 T = TypeVar("T")
@@ -80,16 +81,7 @@ IMAGE_REQUEST_BODY = {
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"the body is {declared} bytes; the limit is {limit}", limit=limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"the body is over the limit of {limit} bytes", limit=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_limited(request.stream(), limit, request.headers.get("content-length"), "the body")
 
 
 async def _multipart_images(request: Request, body: bytes, settings: Settings) -> list[bytes]:
