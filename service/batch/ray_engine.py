@@ -19,11 +19,10 @@ from typing import Any
 
 from ..settings import Settings
 from .engines import local_engine
-from .ledger import ShardLock
 from .progress import Progress, Summary
 from .records import PARQUET_COLUMNS, Record
 from .retry import RetriesExhausted, RetryPolicy
-from .runner import IMAGES_DIRNAME, RunConfig, check_job, plan
+from .runner import IMAGES_DIRNAME, RunConfig, shard_work
 from .scoring import ScoreContext, score_path
 from .tasks import TaskOptions
 from .writers import ChunkWriter
@@ -80,13 +79,8 @@ def run_ray(cfg: RunConfig, settings: Settings, opts: TaskOptions, address: str 
         raise ImportError("--engine ray needs Ray Data: pip install 'visiongate[ray]'") from exc
 
     started = time.monotonic()
-    cfg.dest.mkdir(parents=True, exist_ok=True)
-    with ShardLock(cfg.dest, cfg.shard):
-        check_job(cfg.dest, cfg.job)
-        work = plan(cfg)
+    with shard_work(cfg, " on Ray") as work:
         summary = work.summary
-        logger.info("shard %s on Ray: %d images, %d already done, %d to score", cfg.shard,
-                    summary.in_shard, summary.skipped_done, len(work.todo))
         if work.todo:
             own_cluster = not ray.is_initialized()
             if own_cluster:

@@ -15,10 +15,12 @@ next run scores again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,15 +173,23 @@ def _install_stop_handlers(stop: asyncio.Event, summary: Summary) -> list[signal
     return installed
 
 
-async def run_async(cfg: RunConfig, engine: Engine) -> Summary:
-    started = time.monotonic()
+@contextlib.contextmanager
+def shard_work(cfg: RunConfig, engine_name: str = "") -> Iterator[Plan]:
+    """Hold this shard's lock, check DEST belongs to this job, and plan what is left to score."""
     cfg.dest.mkdir(parents=True, exist_ok=True)
     with ShardLock(cfg.dest, cfg.shard):
         check_job(cfg.dest, cfg.job)
         work = plan(cfg)
         summary = work.summary
-        logger.info("shard %s: %d images, %d already done, %d to score", cfg.shard, summary.in_shard,
-                    summary.skipped_done, len(work.todo))
+        logger.info("shard %s%s: %d images, %d already done, %d to score", cfg.shard, engine_name,
+                    summary.in_shard, summary.skipped_done, len(work.todo))
+        yield work
+
+
+async def run_async(cfg: RunConfig, engine: Engine) -> Summary:
+    started = time.monotonic()
+    with shard_work(cfg) as work:
+        summary = work.summary
         if work.todo:
             writer = ChunkWriter(cfg.dest, cfg.shard, cfg.fmt, work.next_seq)
             stop = asyncio.Event()
