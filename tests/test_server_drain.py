@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from pathlib import Path
 
 import httpx
@@ -36,9 +35,7 @@ def test_sigterm_flips_readiness_and_finishes_in_flight_requests(repository: Pat
         assert ready == 503  # load balancers are told first
         assert during == 200  # ...while requests are still served during the delay
         assert statuses == [200] * 24  # nothing in flight is lost
-        started = time.monotonic()
         # uvicorn re-raises the signal once it has shut down cleanly, as a process should
         assert server.proc.wait(30) in (0, -signal.SIGTERM)
-        assert time.monotonic() - started < 30
     finally:
         server.stop()
