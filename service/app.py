@@ -66,6 +66,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(ui.router)
     # outermost first: metrics see every answer, admission refuses before anything is read
     app.add_middleware(DeadlineMiddleware, default_s=settings.request_timeout_s)
-    app.add_middleware(AdmissionMiddleware, limit=settings.max_open_requests)
+    app.add_middleware(AdmissionMiddleware, limit=settings.max_open_requests, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

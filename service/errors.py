@@ -135,6 +135,10 @@ def error_response(exc: VisionGateError) -> JSONResponse:
 
 async def _handle_visiongate(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, VisionGateError)
+    if isinstance(exc, (ServiceUnavailable, DeadlineExceeded)):
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.rejected.labels(exc.type).inc()
     if exc.status_code >= 500:
         logger.error("%s %s -> %s: %s", request.method, request.url.path, exc.status_code, exc.message,
                      exc_info=exc if exc.status_code not in (503, 504) else None)

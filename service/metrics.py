@@ -14,14 +14,13 @@ class Metrics:
                                 ["route", "status"], registry=self.registry)
         self.latency = Histogram("visiongate_request_seconds", "request latency by route",
                                  ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.images = Counter("visiongate_images", "images processed by model and task",
-                              ["model", "task"], registry=self.registry)
         self.batch_size = Histogram("visiongate_batch_size", "items per inference batch", ["model"],
                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
         self.in_flight = Gauge("visiongate_in_flight_requests", "requests being served",
                                registry=self.registry)
-        self.rejected = Counter("visiongate_rejected", "requests refused by overload protection",
-                                ["model", "reason"], registry=self.registry)
+        self.rejected = Counter("visiongate_rejected", "requests refused by overload protection or "
+                                "deadlines, by error type (Overloaded, BackendUnavailable, DeadlineExceeded...)",
+                                ["reason"], registry=self.registry)
 
     def observe_batch(self, model: str, size: int) -> None:
         self.batch_size.labels(model).observe(size)

@@ -53,9 +53,10 @@ class AdmissionMiddleware:
     their time estimate. Health, metrics and model listing are never refused.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, metrics: Metrics | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.metrics = metrics
         self.open = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -63,6 +64,8 @@ class AdmissionMiddleware:
             await self.app(scope, receive, send)
             return
         if self.open >= self.limit:
+            if self.metrics is not None:
+                self.metrics.rejected.labels("Overloaded").inc()
             refusal = error_response(Overloaded(f"{self.open} requests are being served; retry later",
                                                 retry_after_s=1))
             await refusal(scope, receive, send)

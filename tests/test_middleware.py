@@ -36,5 +36,7 @@ def test_a_flood_past_the_open_request_limit_gets_fast_503s_and_health_still_ans
         # and it serves normally the moment the flood is over
         after = httpx.post(f"{server.url}/v1/classify", content=chelsea_jpeg, headers={"content-type": "image/jpeg"})
         assert after.status_code == 200
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert f'visiongate_rejected_total{{reason="Overloaded"}} {float(len(refused))}' in metrics
     finally:
         server.stop()
