@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from fastapi import APIRouter
 
 from ..errors import error_responses
 from ..repository import ModelSpec
 from ..schemas import ModelInfo, ModelList
-from .deps import ServiceDep
+from .deps import ServiceDep, SettingsDep
 
 router = APIRouter(tags=["models"])
 
@@ -21,13 +24,27 @@ def model_info(spec: ModelSpec, parity: dict[str, object] | None = None) -> Mode
     )
 
 
+def parity_report(repository: Path, spec: ModelSpec) -> dict[str, object] | None:
+    """The export's proof for the newest version, when the gateway can see the repository."""
+    if not spec.versions:
+        return None
+    path = repository / spec.name / str(max(spec.versions)) / "parity.json"
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return {"passed": report.get("passed"), "task": report.get("task"), **(report.get("metrics") or {})}
+
+
 @router.get("/v1/models", response_model=ModelList, summary="Models being served")
-async def list_models(service: ServiceDep) -> ModelList:
+async def list_models(service: ServiceDep, settings: SettingsDep) -> ModelList:
     specs = sorted(service.backend.models(), key=lambda s: s.name)
-    return ModelList(backend=service.backend.name, models=[model_info(s) for s in specs])
+    return ModelList(backend=service.backend.name,
+                     models=[model_info(s, parity_report(settings.repository, s)) for s in specs])
 
 
 @router.get("/v1/models/{name}", response_model=ModelInfo, summary="One model",
             responses=error_responses(404))
-async def get_model(name: str, service: ServiceDep) -> ModelInfo:
-    return model_info(service.backend.describe(name))
+async def get_model(name: str, service: ServiceDep, settings: SettingsDep) -> ModelInfo:
+    spec = service.backend.describe(name)
+    return model_info(spec, parity_report(settings.repository, spec))

@@ -21,6 +21,7 @@ def test_models_lists_task_versions_and_input_size(gateway: str) -> None:
     lite0 = next(m for m in body["models"] if m["name"] == "efficientnet_lite0")
     assert lite0["task"] == "classify" and lite0["versions"] and lite0["input_size"] == [224, 224]
     assert lite0["labels"] == 1000 and lite0["parameters"]["resize"] == "center_crop"
+    assert lite0["parity"]["passed"] is True and lite0["parity"]["top1_agreement"] == 1.0  # the export's proof
     one = httpx.get(f"{gateway}/v1/models/efficientnet_lite0").json()
     assert one["name"] == "efficientnet_lite0"
     assert httpx.get(f"{gateway}/v1/models/nope").status_code == 404
