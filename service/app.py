@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__
 from .api import classify, detect, health, models, super_resolve
@@ -68,4 +69,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.add_middleware(DeadlineMiddleware, default_s=settings.request_timeout_s)
     app.add_middleware(AdmissionMiddleware, limit=settings.max_open_requests, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if settings.cors_origins:  # browsers on other origins (a separately hosted UI) may call the API
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["*"], expose_headers=["Retry-After", "X-Scale", "X-Model",
+                                                                "X-Model-Version", "X-Detection-Count"])
     return app

@@ -52,3 +52,17 @@ def test_openapi_documents_the_endpoints_and_their_errors(gateway: str) -> None:
     assert {"400", "404", "413", "415", "503"} <= set(classify["responses"])
     assert "multipart/form-data" in classify["requestBody"]["content"]
     assert "image/jpeg" in classify["requestBody"]["content"]
+
+
+def test_cors_is_off_unless_origins_are_configured(repository: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    preflight = {"origin": "https://ui.example", "access-control-request-method": "POST"}
+    with TestClient(create_app(Settings(repository=repository))) as client:
+        assert "access-control-allow-origin" not in client.options("/v1/classify", headers=preflight).headers
+    with TestClient(create_app(Settings(repository=repository, cors_origins=["https://ui.example"]))) as client:
+        r = client.options("/v1/classify", headers=preflight)
+        assert r.headers["access-control-allow-origin"] == "https://ui.example"
