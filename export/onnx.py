@@ -34,7 +34,7 @@ class PixelInput(torch.nn.Module):
     def forward(self, image: torch.Tensor):  # type: ignore[no-untyped-def]
         x = image.permute(0, 3, 1, 2).to(torch.float32)
         if self.bgr:
-            x = x.flip(1)
+            x = x[:, [2, 1, 0]]  # flip(1) would export a step -1 Slice (and a warning)
         x = x * self.scale - self.shift
         out = self.module(x)
         if self.task == "super_resolve":

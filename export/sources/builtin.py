@@ -21,6 +21,12 @@ def _yolov3_tiny() -> LoadedModel:
     return yolov3_tiny()
 
 
+def _nanodet_m() -> LoadedModel:
+    from .nanodet import nanodet_m
+
+    return nanodet_m()
+
+
 def _waifu2x_x2() -> LoadedModel:
     from .waifu2x import waifu2x_x2
 
@@ -50,6 +56,7 @@ BUILTIN: dict[str, Callable[[], LoadedModel]] = {
     "efficientnet_lite1": _lite1,
     "efficientnet_lite2": _lite2,
     "yolov3_tiny": _yolov3_tiny,
+    "nanodet_m": _nanodet_m,
     "waifu2x_x2": _waifu2x_x2,
     "waifu2x_x4": _waifu2x_x4,
 }
