@@ -1,11 +1,14 @@
-"""Real-photo folders for batch tests (imported by name; pytest puts this folder on sys.path)."""
+"""Real-photo folders and record readers for batch tests (imported by name; pytest puts this folder on sys.path)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from service.batch.ledger import chunk_files, read_chunk
+from service.batch.records import Record
 from support import encode, photo
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "motorcycle")
@@ -35,3 +38,16 @@ def write_jpegs(root: Path, n: int, size: int = 160, per_folder: int = 50) -> li
         (root / rel).write_bytes(encode(img, quality=85))
         rels.append(rel)
     return rels
+
+
+def ok(record: Record) -> dict[str, Any]:
+    """The result object of an ok record."""
+    assert record.status == "ok" and record.result is not None, record
+    return record.result
+
+
+def records(dest: Path) -> dict[str, Record]:
+    """Every committed record under ``dest`` by path; fails if a path was recorded twice."""
+    found = [r for c in chunk_files(dest) for r in read_chunk(c)]
+    assert len(found) == len({r.path for r in found}), "a path recorded twice"
+    return {r.path: r for r in found}

@@ -6,35 +6,19 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from service.batch.cli import main
-from service.batch.ledger import chunk_files, read_chunk
+from service.batch.ledger import chunk_files
 from service.batch.progress import Progress
-from service.batch.records import Record
 from service.batch.writers import parquet_available
+from batch_photos import ok, records
 from support import encode, photo
 
 CAT_IDS = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
-
-
-def ok(record: Record) -> dict[str, Any]:
-    """The result object of an ok record."""
-    assert record.status == "ok" and record.result is not None, record
-    return record.result
-
-
-def records(dest: Path) -> dict[str, Record]:
-    out: dict[str, Record] = {}
-    for chunk in chunk_files(dest):
-        for r in read_chunk(chunk):
-            assert r.path not in out, f"{r.path} recorded twice"
-            out[r.path] = r
-    return out
 
 
 def summary(dest: Path, shard: str = "00000of00001") -> dict[str, object]:
@@ -198,8 +182,8 @@ def test_progress_logs_plain_lines_when_not_on_a_terminal(
 def test_progress_draws_a_bar_with_rate_and_eta_on_a_terminal() -> None:
     stream = io.StringIO()
     bar = Progress(total=4, mode="bar", stream=stream)
-    for ok in (True, True, False, True):
-        bar.update(ok)
+    for succeeded in (True, True, False, True):
+        bar.update(succeeded)
     bar.close()
     text = stream.getvalue()
     assert "4/4" in text and "img/s" in text and "failed=1" in text

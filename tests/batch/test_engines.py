@@ -9,7 +9,6 @@ from collections import Counter
 from collections.abc import Iterator
 from hashlib import sha1
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -23,23 +22,11 @@ from starlette.routing import Route
 
 from service.batch.cli import main
 from service.batch.engines import remote_error
-from service.batch.ledger import chunk_files, read_chunk
-from service.batch.records import Record
+from service.batch.ledger import chunk_files
+from batch_photos import ok, records
 from service.errors import (BackendUnavailable, BadRequest, DeadlineExceeded, InvalidImage, ModelNotFound,
                             Overloaded, ServiceUnavailable, VisionGateError)
 from support import encode, free_port, photo
-
-
-def ok(record: Record) -> dict[str, Any]:
-    """The result object of an ok record."""
-    assert record.status == "ok" and record.result is not None, record
-    return record.result
-
-
-def records(dest: Path) -> dict[str, Record]:
-    found = [r for c in chunk_files(dest) for r in read_chunk(c)]
-    assert len(found) == len({r.path for r in found}), "a path recorded twice"
-    return {r.path: r for r in found}
 
 
 def score(source: Path, dest: Path, *extra: str, task: str = "classify") -> int:

@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from service.batch.cli import main
-from service.batch.ledger import chunk_files, read_chunk
+from service.batch.ledger import chunk_files
 from service.batch.records import Record
+from batch_photos import ok, records
 
 CAT_IDS = {281, 282, 285}
-
-
-def ok(record: Record) -> dict[str, Any]:
-    """The result object of an ok record."""
-    assert record.status == "ok" and record.result is not None, record
-    return record.result
-
-
-def records(dest: Path) -> dict[str, Record]:
-    found = [r for c in chunk_files(dest) for r in read_chunk(c)]
-    assert len(found) == len({r.path for r in found}), "a path recorded twice"
-    return {r.path: r for r in found}
 
 
 def top1(recs: dict[str, Record]) -> dict[str, int | str | None]:
