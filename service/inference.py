@@ -7,9 +7,10 @@ resizing) runs on a thread pool so the event loop only ever waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any, TypeVar
 
@@ -42,6 +43,18 @@ class Prepared:
     decoded: vdecode.DecodedImage
 
 
+@contextlib.contextmanager
+def image_errors(settings: Settings) -> Iterator[None]:
+    """Translate the vision layer's decode errors into the API's error tree."""
+    try:
+        yield
+    except vdecode.TooManyPixels as exc:
+        raise ImageTooLarge(f"{exc}; set VISIONGATE_MAX_IMAGE_PIXELS to allow more",
+                            limit=settings.max_image_pixels) from exc
+    except vdecode.DecodeError as exc:
+        raise InvalidImage(str(exc)) from exc
+
+
 def decode_image(data: bytes, settings: Settings, spec: ModelSpec | None = None,
                  keep_alpha: bool = False) -> vdecode.DecodedImage:
     """Decode with the gateway's limits, translating vision errors into the API's error tree."""
@@ -49,13 +62,8 @@ def decode_image(data: bytes, settings: Settings, spec: ModelSpec | None = None,
     if spec is not None:
         cfg = spec.preprocess
         limit = partial(shrink_limit, cfg)
-    try:
+    with image_errors(settings):
         return vdecode.decode(data, settings.max_image_pixels, shrink_limit=limit, keep_alpha=keep_alpha)
-    except vdecode.TooManyPixels as exc:
-        raise ImageTooLarge(f"{exc}; set VISIONGATE_MAX_IMAGE_PIXELS to allow more",
-                            limit=settings.max_image_pixels) from exc
-    except vdecode.DecodeError as exc:
-        raise InvalidImage(str(exc)) from exc
 
 
 def prepare(data: bytes, spec: ModelSpec, settings: Settings) -> Prepared:
@@ -73,14 +81,8 @@ def prepare_full(data: bytes, spec: ModelSpec, settings: Settings) -> Prepared:
 
 def image_size(data: bytes, settings: Settings) -> tuple[int, int]:
     """(width, height) from the header alone, with the gateway's limits and errors."""
-    try:
-        img = vdecode.open_image(data, settings.max_image_pixels)
-    except vdecode.TooManyPixels as exc:
-        raise ImageTooLarge(f"{exc}; set VISIONGATE_MAX_IMAGE_PIXELS to allow more",
-                            limit=settings.max_image_pixels) from exc
-    except vdecode.DecodeError as exc:
-        raise InvalidImage(str(exc)) from exc
-    return img.size
+    with image_errors(settings):
+        return vdecode.open_image(data, settings.max_image_pixels).size
 
 
 @dataclass(frozen=True)
