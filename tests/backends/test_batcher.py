@@ -16,14 +16,21 @@ from service.backends.batcher import Batcher
 from service.errors import DeadlineExceeded, Overloaded
 
 
-def doubling(sizes: list[int], gate: threading.Event | None = None):  # type: ignore[no-untyped-def]
+def doubling(sizes: list[int], gate: threading.Event | None = None, started: threading.Event | None = None):  # type: ignore[no-untyped-def]
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if started is not None:
+            started.set()
         if gate is not None:
             gate.wait(5)
         sizes.append(len(inputs["x"]))
         return {"y": inputs["x"] * 2}
 
     return run
+
+
+async def taken(started: threading.Event) -> None:
+    """Wait, off the event loop, until the worker has taken the first batch into the model."""
+    assert await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
 
 
 async def test_concurrent_requests_are_batched_and_each_gets_its_own_rows() -> None:
@@ -54,11 +61,11 @@ async def test_different_shapes_never_share_a_batch() -> None:
 
 
 async def test_full_queue_answers_overloaded_at_once_with_a_retry_hint() -> None:
-    gate = threading.Event()
-    batcher = Batcher("m", doubling([], gate), workers=1, max_batch=1, delay_s=0, max_queue=2)
+    gate, started = threading.Event(), threading.Event()
+    batcher = Batcher("m", doubling([], gate, started), workers=1, max_batch=1, delay_s=0, max_queue=2)
     try:
         first = asyncio.ensure_future(batcher.submit({"x": np.ones((1, 1))}, 5))
-        await asyncio.sleep(0.05)  # the worker holds the first one
+        await taken(started)  # the worker holds it, inside the model
         queued = [asyncio.ensure_future(batcher.submit({"x": np.ones((1, 1))}, 5)) for _ in range(2)]
         await asyncio.sleep(0.01)
         with pytest.raises(Overloaded) as refused:
@@ -74,10 +81,11 @@ async def test_full_queue_answers_overloaded_at_once_with_a_retry_hint() -> None
 async def test_a_request_past_its_deadline_gets_504_and_its_work_is_dropped() -> None:
     sizes: list[int] = []
     gate = threading.Event()
-    batcher = Batcher("m", doubling(sizes, gate), workers=1, max_batch=1, delay_s=0, max_queue=8)
+    started = threading.Event()
+    batcher = Batcher("m", doubling(sizes, gate, started), workers=1, max_batch=1, delay_s=0, max_queue=8)
     try:
         blocker = asyncio.ensure_future(batcher.submit({"x": np.ones((1, 1))}, 5))
-        await asyncio.sleep(0.05)
+        await taken(started)  # the worker holds it, inside the model
         with pytest.raises(DeadlineExceeded):
             await batcher.submit({"x": np.ones((1, 1))}, timeout_s=0.05)
         gate.set()
@@ -90,8 +98,8 @@ async def test_a_request_past_its_deadline_gets_504_and_its_work_is_dropped() ->
 
 async def test_inputs_prepared_on_the_worker_batch_together_and_a_bad_one_fails_alone() -> None:
     sizes: list[int] = []
-    gate = threading.Event()
-    batcher = Batcher("m", doubling(sizes, gate), workers=1, max_batch=8, delay_s=0.05, max_queue=64)
+    gate, started = threading.Event(), threading.Event()
+    batcher = Batcher("m", doubling(sizes, gate, started), workers=1, max_batch=8, delay_s=0.05, max_queue=64)
     threads: set[str] = set()
 
     def good(i: int):  # type: ignore[no-untyped-def]
@@ -105,7 +113,7 @@ async def test_inputs_prepared_on_the_worker_batch_together_and_a_bad_one_fails_
 
     try:
         blocker = asyncio.ensure_future(batcher.submit({"x": np.zeros((1, 3), np.float32)}, 5))
-        await asyncio.sleep(0.05)  # the worker is busy: the next ones queue up and batch together
+        await taken(started)  # the blocker's batch is closed: the next ones queue up and batch together
         calls = [batcher.submit_prepare(good(i), ((3,),), 5) for i in (1, 2)] + \
                 [batcher.submit_prepare(bad, ((3,),), 5)]
         tasks = [asyncio.ensure_future(c) for c in calls]

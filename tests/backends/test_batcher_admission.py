@@ -16,13 +16,20 @@ from service.backends.batcher import Batcher
 from service.errors import DeadlineExceeded, Overloaded
 
 
-def gated(gate: threading.Event, seen: list[int]):  # type: ignore[no-untyped-def]
+def gated(gate: threading.Event, seen: list[int], started: threading.Event | None = None):  # type: ignore[no-untyped-def]
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if started is not None:
+            started.set()
         gate.wait(5)
         seen.append(len(inputs["x"]))
         return {"y": inputs["x"] + 1}
 
     return run
+
+
+async def taken(started: threading.Event) -> None:
+    """Wait, off the event loop, until the worker has taken the first batch into the model."""
+    assert await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
 
 
 def one() -> dict[str, np.ndarray]:
@@ -31,12 +38,13 @@ def one() -> dict[str, np.ndarray]:
 
 async def test_queued_work_longer_than_max_wait_is_refused_at_once_with_its_drain_time() -> None:
     gate, seen = threading.Event(), []
+    started = threading.Event()
     # each item is known to take 0.2 s of a worker; at most 0.5 s of queued work is accepted
-    batcher = Batcher("m", gated(gate, seen), workers=1, max_batch=1, delay_s=0, max_queue=100, max_wait_s=0.5)
+    batcher = Batcher("m", gated(gate, seen, started), workers=1, max_batch=1, delay_s=0, max_queue=100, max_wait_s=0.5)
     batcher._item_s = 0.2
     try:
         running = asyncio.ensure_future(batcher.submit(one(), 5))
-        await asyncio.sleep(0.05)
+        await taken(started)  # the worker holds it, inside the model
         queued = asyncio.ensure_future(batcher.submit(one(), 5))  # 1 running + 1 queued = 0.4 s
         await asyncio.sleep(0.01)
         with pytest.raises(Overloaded) as refused:
@@ -52,11 +60,12 @@ async def test_queued_work_longer_than_max_wait_is_refused_at_once_with_its_drai
 
 async def test_a_request_whose_own_deadline_is_shorter_than_the_queue_is_refused_not_timed_out() -> None:
     gate, seen = threading.Event(), []
-    batcher = Batcher("m", gated(gate, seen), workers=1, max_batch=1, delay_s=0, max_queue=100)
+    started = threading.Event()
+    batcher = Batcher("m", gated(gate, seen, started), workers=1, max_batch=1, delay_s=0, max_queue=100)
     batcher._item_s = 0.2
     try:
         running = asyncio.ensure_future(batcher.submit(one(), 5))
-        await asyncio.sleep(0.05)
+        await taken(started)  # the worker holds it, inside the model
         queued = asyncio.ensure_future(batcher.submit(one(), 5))
         await asyncio.sleep(0.01)
         with pytest.raises(Overloaded):
@@ -85,10 +94,11 @@ async def test_an_idle_model_always_admits_even_a_slow_request() -> None:
 
 async def test_a_cancelled_caller_s_work_never_reaches_the_model() -> None:
     gate, seen = threading.Event(), []
-    batcher = Batcher("m", gated(gate, seen), workers=1, max_batch=1, delay_s=0, max_queue=10)
+    started = threading.Event()
+    batcher = Batcher("m", gated(gate, seen, started), workers=1, max_batch=1, delay_s=0, max_queue=10)
     try:
         running = asyncio.ensure_future(batcher.submit(one(), 5))
-        await asyncio.sleep(0.05)
+        await taken(started)  # the worker holds it, inside the model
         gone = asyncio.ensure_future(batcher.submit({"x": np.ones((3, 2), np.float32)}, 5))
         await asyncio.sleep(0.01)
         gone.cancel()
@@ -114,10 +124,11 @@ async def test_no_time_left_is_a_504_before_queueing() -> None:
 
 async def test_without_a_delay_a_worker_takes_what_is_queued_and_does_not_wait() -> None:
     gate, seen = threading.Event(), []
-    batcher = Batcher("m", gated(gate, seen), workers=1, max_batch=8, delay_s=0, max_queue=64)
+    started = threading.Event()
+    batcher = Batcher("m", gated(gate, seen, started), workers=1, max_batch=8, delay_s=0, max_queue=64)
     try:
         first = asyncio.ensure_future(batcher.submit(one(), 5))
-        await asyncio.sleep(0.05)  # the worker holds a batch of 1
+        await taken(started)  # the worker holds it, inside the model
         rest = [asyncio.ensure_future(batcher.submit(one(), 5)) for _ in range(3)]
         await asyncio.sleep(0.01)
         gate.set()
