@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,6 +16,7 @@ from .api import v2 as oip_v2
 from .backends.base import Backend
 from .errors import install_error_handlers
 from .inference import InferenceService
+from .memory import release_when_idle
 from .deadlines import DeadlineMiddleware
 from .metrics import Metrics
 from .middleware import AdmissionMiddleware, MetricsMiddleware
@@ -42,10 +44,12 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         service = InferenceService(chosen, settings)
         app.state.service = service
         app.state.draining = False
+        releaser = asyncio.create_task(release_when_idle(settings.memory_release_interval_s, metrics.activity))
         try:
             yield
         finally:
             app.state.draining = True
+            releaser.cancel()
             await chosen.close()
             service.close()
 

@@ -31,10 +31,13 @@ class MetricsMiddleware:
             await send(message)
 
         self.metrics.in_flight.inc()
+        self.metrics.open_requests += 1
+        self.metrics.started_requests += 1
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
             self.metrics.in_flight.dec()
+            self.metrics.open_requests -= 1
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             self.metrics.requests.labels(path, str(status)).inc()

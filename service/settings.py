@@ -9,15 +9,20 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-def _default_inference_workers() -> int:
-    # Measured on 2 cores: one single-threaded onnxruntime caller per core beats batching and beats
-    # one caller with intra_op=2 (notes/performance.md). On bigger hosts cap it: past ~8 callers a
-    # CPU model just contends for memory bandwidth.
-    return max(1, min(os.cpu_count() or 1, 8))
+def _usable_cpus() -> int:
+    """CPUs this process may run on (the affinity mask: what a container's cpuset allows)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+#: past this many concurrent callers a CPU model only contends for memory bandwidth
+MAX_DEFAULT_INFERENCE_WORKERS = 8
 
 
 class Settings(BaseSettings):
@@ -46,18 +51,21 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(16, gt=0)
 
     # embedded runtime
-    inference_workers: int = Field(default_factory=_default_inference_workers, ge=1,
-                                   description="concurrent onnxruntime callers per model")
+    # The two below follow the machine unless set: each HTTP worker process gets an equal share of
+    # the CPUs. Measured on 2 cores: one single-threaded onnxruntime caller per core beats batching
+    # and beats one caller with intra_op=2 (notes/performance.md).
+    inference_workers: int = Field(1, ge=1, description="concurrent onnxruntime callers per model and "
+                                   "HTTP worker; default: usable CPUs / http_workers, at most 8")
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads inside one call")
-    solo_intra_op_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0,
-                                       description="threads for a batch that runs alone on an idle CPU "
-                                       "(lower latency); 0 or <= intra_op_threads turns it off")
+    solo_intra_op_threads: int = Field(1, ge=0, description="threads for a batch that runs alone on an "
+                                       "idle CPU (lower latency); default: usable CPUs / http_workers; "
+                                       "0 or <= intra_op_threads turns it off")
     inference_thread_nice: int = Field(5, ge=0, le=19, description="nice value of the model threads, so the "
                                        "event loop keeps answering (and refusing) under overload; 0 = off")
     decode_on_inference_threads: bool = Field(True, description="embedded runtime: decode each image on "
                                               "the thread that runs its batch (fewer threads than cores' "
                                               "worth of contention); False: a separate decode pool")
-    decode_workers: int = Field(default_factory=lambda: max(2, os.cpu_count() or 1), ge=1)
+    decode_workers: int = Field(default_factory=lambda: max(2, _usable_cpus()), ge=1)
     max_queue_per_model: int = Field(256, ge=1, description="admitted requests waiting per model; 503 past it")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline per request; 504 past it; a caller "
                                      "may ask for less with an X-Request-Timeout: <seconds> header")
@@ -70,6 +78,10 @@ class Settings(BaseSettings):
         "auto", description="waiting for company before running a batch: 'config' honours each model's "
         "max_queue_delay_microseconds; 'off' batches only what is already queued; 'auto' is 'config' on "
         "a GPU and 'off' on a CPU, where batching saves nothing and the wait is pure latency")
+    memory_release_interval_s: float = Field(5.0, ge=0, description="how often to check for an idle moment "
+                                             "(no request open) to hand freed heap memory back to the OS "
+                                             "(glibc malloc_trim), so memory returns to its resting level "
+                                             "after a flood; 0 = never")
     drain_timeout_s: float = Field(20.0, ge=0, description="grace for in-flight requests on SIGTERM")
     shutdown_delay_s: float = Field(0.0, ge=0, description="on SIGTERM, keep serving (readyz 503) this long "
                                     "before closing the listener; ~5 s behind a Kubernetes Service")
@@ -81,3 +93,12 @@ class Settings(BaseSettings):
     # fetching images by URL (off unless an allowlist is given)
     url_fetch_allowlist: list[str] = Field(default_factory=list, description="allowed hostnames")
     url_fetch_timeout_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _share_cpus_between_workers(self) -> Settings:
+        share = max(1, _usable_cpus() // self.http_workers)
+        if "inference_workers" not in self.model_fields_set:
+            self.inference_workers = min(share, MAX_DEFAULT_INFERENCE_WORKERS)
+        if "solo_intra_op_threads" not in self.model_fields_set:
+            self.solo_intra_op_threads = share
+        return self
