@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -44,6 +45,11 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         service = InferenceService(chosen, settings)
         app.state.service = service
         app.state.draining = False
+        # Everything loaded so far (FastAPI, pydantic, onnxruntime, models: ~80k objects) lives as
+        # long as the process. Frozen, the collector stops re-scanning it: a full collection took
+        # ~47 ms with the GIL held, a pause every request in flight felt (the p99 at load).
+        gc.collect()
+        gc.freeze()
         releaser = asyncio.create_task(release_when_idle(settings.memory_release_interval_s, metrics.activity))
         try:
             yield

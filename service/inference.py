@@ -68,7 +68,7 @@ def decode_image(data: bytes, settings: Settings, spec: ModelSpec | None = None,
 
 def prepare(data: bytes, spec: ModelSpec, settings: Settings) -> Prepared:
     decoded = decode_image(data, settings, spec)
-    tensor, placement = preprocess(decoded.rgb, spec.preprocess, decoded.original_size)
+    tensor, placement = preprocess(decoded.pixels, spec.preprocess, decoded.original_size)
     return Prepared(tensor, placement, decoded)
 
 

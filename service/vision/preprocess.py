@@ -77,25 +77,34 @@ def shrink_limit(cfg: PreprocessConfig, width: int, height: int) -> tuple[int, i
     return math.ceil(width * s), math.ceil(height * s)
 
 
-def _resize(rgb: np.ndarray, size_wh: tuple[int, int],
+#: what the resizers take: an ``uint8 [h, w, 3]`` array or an RGB Pillow image (no copy needed)
+Pixels = np.ndarray | Image.Image
+
+
+def _size_wh(src: Pixels) -> tuple[int, int]:
+    return src.size if isinstance(src, Image.Image) else (src.shape[1], src.shape[0])
+
+
+def _resize(src: Pixels, size_wh: tuple[int, int],
             box: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    img = Image.fromarray(rgb)
+    img = src if isinstance(src, Image.Image) else Image.fromarray(src)
     if box is None and img.size == size_wh:
-        return rgb
+        return np.asarray(img) if isinstance(src, Image.Image) else src
     return np.asarray(img.resize(size_wh, Image.Resampling.BILINEAR, box=box, reducing_gap=None))
 
 
-def resize_for_model(rgb: np.ndarray, cfg: PreprocessConfig,
+def resize_for_model(rgb: Pixels, cfg: PreprocessConfig,
                      original_size: tuple[int, int] | None = None) -> tuple[np.ndarray, Placement]:
-    """``rgb uint8 [h, w, 3]`` -> ``uint8 [H, W, 3]`` at the model's input size, and its Placement.
+    """``rgb uint8 [h, w, 3]`` (or an RGB Pillow image) -> ``uint8 [H, W, 3]`` at the model's
+    input size, and its Placement.
 
     ``original_size`` (width, height) is the image's size before decode-time downscaling.
     """
-    h, w = rgb.shape[:2]
+    w, h = _size_wh(rgb)
     ow, oh = original_size or (w, h)
     kx, ky = w / ow, h / oh  # decode-time shrink
     if cfg.input_size is None or cfg.resize == "none":
-        return rgb, Placement(kx, ky, 0.0, 0.0, (ow, oh))
+        return np.asarray(rgb), Placement(kx, ky, 0.0, 0.0, (ow, oh))
     in_h, in_w = cfg.input_size
     if cfg.resize == "stretch":
         out = _resize(rgb, (in_w, in_h))
@@ -130,7 +139,7 @@ def to_model_layout(pixels: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def preprocess(rgb: np.ndarray, cfg: PreprocessConfig,
+def preprocess(rgb: Pixels, cfg: PreprocessConfig,
                original_size: tuple[int, int] | None = None) -> tuple[np.ndarray, Placement]:
     pixels, placement = resize_for_model(rgb, cfg, original_size)
     return to_model_layout(pixels, cfg), placement
