@@ -17,7 +17,7 @@ from .api import v2 as oip_v2
 from .backends.base import Backend
 from .errors import install_error_handlers
 from .inference import InferenceService
-from .memory import release_when_idle
+from .memory import release_when_quiet
 from .deadlines import DeadlineMiddleware
 from .metrics import Metrics
 from .middleware import AdmissionMiddleware, MetricsMiddleware
@@ -50,7 +50,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         # ~47 ms with the GIL held, a pause every request in flight felt (the p99 at load).
         gc.collect()
         gc.freeze()
-        releaser = asyncio.create_task(release_when_idle(settings.memory_release_interval_s, metrics.activity))
+        releaser = asyncio.create_task(release_when_quiet(
+            settings.memory_release_interval_s, lambda: metrics.open_requests, quiet_at=settings.inference_workers))
         try:
             yield
         finally:

@@ -5,11 +5,13 @@ glibc keeps memory that Python and numpy have freed inside its per-thread arenas
 memory for good, although nothing uses it: in Kubernetes that reads as a leak and counts against
 the pod's limit. ``malloc_trim(0)`` hands whole free pages of every arena back.
 
-The gateway checks on a timer (``VISIONGATE_MEMORY_RELEASE_INTERVAL_S``) and trims only when no
-request is open: the trim holds each arena's lock while it walks it, so trimming under load would
-stall the threads that allocate (measured as a longer latency tail). Memory therefore returns when
-a flood ends, not during it; during it, the admission limits bound it. Elsewhere than glibc it
-does nothing.
+The gateway checks on a timer (``VISIONGATE_MEMORY_RELEASE_INTERVAL_S``) and trims when the
+resident set has grown past its level after start-up by ``margin`` and the gateway is quiet (no
+more requests open than it has inference threads). A trim that gives back a flood's worth of pages
+takes ~35 ms and holds each arena's lock meanwhile, stalling threads that allocate, so it is not
+done while a flood is still on (the admission limits bound memory then) nor over and over under a
+steady load (the level after a trim becomes the new reference). Elsewhere than glibc it does
+nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import os
 from collections.abc import Callable
 
 
@@ -44,20 +47,31 @@ def release_free_memory() -> bool:
     return True
 
 
-async def release_when_idle(interval_s: float, activity: Callable[[], tuple[int, int]],
-                            release: Callable[[], bool] = release_free_memory) -> None:
-    """Every ``interval_s``, trim when no request is open and some arrived since the last look.
-    ``activity()``: (requests open now, requests started so far). A lifespan task; runs until
+def resident_bytes() -> int:
+    """This process's resident set size (Linux; 0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+async def release_when_quiet(interval_s: float, open_requests: Callable[[], int], quiet_at: int,
+                             margin_bytes: int = 64 * 2**20,
+                             release: Callable[[], bool] = release_free_memory,
+                             resident: Callable[[], int] = resident_bytes) -> None:
+    """Every ``interval_s``: when at most ``quiet_at`` requests are open and the resident set is
+    ``margin_bytes`` above the reference level, release freed memory. A lifespan task; runs until
     cancelled."""
     if interval_s <= 0 or (release is release_free_memory and _malloc_trim is None):
         return
     loop = asyncio.get_running_loop()
-    last_seen = -1
+    reference = resident()
     while True:
         await asyncio.sleep(interval_s)
-        open_now, started = activity()
-        if open_now or started == last_seen:
+        if open_requests() > quiet_at or resident() - reference < margin_bytes:
             continue
-        last_seen = started
         with contextlib.suppress(RuntimeError):  # executor shut down while the app stops
             await loop.run_in_executor(None, release)
+        # what could not be given back is in use: measure growth from here on
+        reference = max(reference, resident())

@@ -22,13 +22,8 @@ class Metrics:
                                 "deadlines, by error type (Overloaded, BackendUnavailable, DeadlineExceeded...)",
                                 ["reason"], registry=self.registry)
 
-        # plain counts for in-process decisions (memory release); the gauge above is for scraping
+        # a plain count for in-process decisions (memory release); the gauge above is for scraping
         self.open_requests = 0
-        self.started_requests = 0
-
-    def activity(self) -> tuple[int, int]:
-        """(requests open now, requests started since the app began)"""
-        return self.open_requests, self.started_requests
 
     def observe_batch(self, model: str, size: int) -> None:
         self.batch_size.labels(model).observe(size)

@@ -32,7 +32,6 @@ class MetricsMiddleware:
 
         self.metrics.in_flight.inc()
         self.metrics.open_requests += 1
-        self.metrics.started_requests += 1
         try:
             await self.app(scope, receive, send_wrapper)
         finally:

@@ -78,10 +78,9 @@ class Settings(BaseSettings):
         "auto", description="waiting for company before running a batch: 'config' honours each model's "
         "max_queue_delay_microseconds; 'off' batches only what is already queued; 'auto' is 'config' on "
         "a GPU and 'off' on a CPU, where batching saves nothing and the wait is pure latency")
-    memory_release_interval_s: float = Field(5.0, ge=0, description="how often to check for an idle moment "
-                                             "(no request open) to hand freed heap memory back to the OS "
-                                             "(glibc malloc_trim), so memory returns to its resting level "
-                                             "after a flood; 0 = never")
+    memory_release_interval_s: float = Field(5.0, ge=0, description="how often to check whether memory freed "
+                                             "after a flood can go back to the OS (glibc malloc_trim; done "
+                                             "when the gateway is quiet and has grown by 64 MB); 0 = never")
     drain_timeout_s: float = Field(20.0, ge=0, description="grace for in-flight requests on SIGTERM")
     shutdown_delay_s: float = Field(0.0, ge=0, description="on SIGTERM, keep serving (readyz 503) this long "
                                     "before closing the listener; ~5 s behind a Kubernetes Service")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from service.memory import release_free_memory, release_when_idle
+from service.memory import release_free_memory, release_when_quiet
 
 glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or not ctypes.util.find_library("c"),
                            reason="malloc_trim is a glibc call")
@@ -36,26 +36,45 @@ def test_release_returns_memory_freed_in_many_small_blocks() -> None:
     assert kept  # still alive: only free memory went back
 
 
-def test_memory_is_released_once_after_requests_only_when_none_is_open() -> None:
-    # the timer's decisions, driven by a scripted activity sequence; the release itself is recorded
-    # instead of trimming (the trim is tested above)
-    script = iter([(3, 10), (0, 12), (0, 12), (1, 13), (0, 13), (0, 20)])
+def test_memory_is_released_after_a_flood_once_the_gateway_is_quiet_and_not_before() -> None:
+    # the timer's decisions, driven by a scripted (open requests, resident MB) sequence; the release
+    # itself is recorded instead of trimming (the trim is tested above)
+    MB = 2**20
+    script = iter([
+        (0, 400),    # reference level after start-up
+        (300, 700),  # flood: grown, but 300 open -> wait
+        (1, 690),    # flood over: quiet and 290 MB above -> release (it drops to 420)
+        (1, 420),    # quiet, 20 MB above the new reference -> nothing to do
+        (0, 430),    # still under the margin -> nothing
+        (2, 600),    # grown again and quiet (2 inference threads) -> release
+    ])
     released: list[int] = []
+    current = {"open": 0, "rss": 0}
     done = asyncio.Event()
 
-    def activity() -> tuple[int, int]:
+    def step() -> None:
         try:
-            return next(script)
+            current["open"], current["rss"] = next(script)
         except StopIteration:
             done.set()
-            return 0, 20
+
+    def resident() -> int:
+        return current["rss"] * MB
+
+    def release() -> bool:
+        released.append(current["rss"])
+        current["rss"] = 420 if current["rss"] == 690 else 450
+        return True
 
     async def run() -> None:
-        task = asyncio.create_task(release_when_idle(0.001, activity, lambda: released.append(1) or True))
-        await asyncio.wait_for(done.wait(), 5)
+        step()
+        task = asyncio.create_task(release_when_quiet(0.001, lambda: current["open"], quiet_at=2,
+                                                      margin_bytes=64 * MB, release=release,
+                                                      resident=resident))
+        while not done.is_set():
+            await asyncio.sleep(0.004)
+            step()
         task.cancel()
 
     asyncio.run(run())
-    # busy (3 open): no; idle after new work: yes; idle, nothing new: no; busy: no;
-    # idle after new work: yes; idle after new work: yes
-    assert len(released) == 3
+    assert released == [690, 600]
