@@ -5,6 +5,7 @@ Built once by the CLI or ``create_app()`` and passed down; nothing reads the env
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Literal
@@ -13,12 +14,30 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-def _usable_cpus() -> int:
-    """CPUs this process may run on (the affinity mask: what a container's cpuset allows)."""
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The container's CPU quota in CPUs (cgroup v2 ``cpu.max`` or v1 CFS quota), None if unlimited.
+    A Kubernetes pod with ``limits.cpu: 2`` on a 64-core node gets 2, not 64."""
     try:
-        return len(os.sched_getaffinity(0)) or 1
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity mask (a cpuset), capped by a cgroup CPU quota."""
+    try:
+        cpus = len(os.sched_getaffinity(0)) or 1
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return max(1, min(cpus, math.ceil(limit))) if limit else cpus
 
 
 #: past this many concurrent callers a CPU model only contends for memory bandwidth
@@ -65,7 +84,7 @@ class Settings(BaseSettings):
     decode_on_inference_threads: bool = Field(True, description="embedded runtime: decode each image on "
                                               "the thread that runs its batch (fewer threads than cores' "
                                               "worth of contention); False: a separate decode pool")
-    decode_workers: int = Field(default_factory=lambda: max(2, _usable_cpus()), ge=1)
+    decode_workers: int = Field(default_factory=lambda: max(2, usable_cpus()), ge=1)
     max_queue_per_model: int = Field(256, ge=1, description="admitted requests waiting per model; 503 past it")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline per request; 504 past it; a caller "
                                      "may ask for less with an X-Request-Timeout: <seconds> header")
@@ -95,7 +114,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _share_cpus_between_workers(self) -> Settings:
-        share = max(1, _usable_cpus() // self.http_workers)
+        share = max(1, usable_cpus() // self.http_workers)
         if "inference_workers" not in self.model_fields_set:
             self.inference_workers = min(share, MAX_DEFAULT_INFERENCE_WORKERS)
         if "solo_intra_op_threads" not in self.model_fields_set:
