@@ -81,7 +81,7 @@ def print_targets(groups, ceiling_file):
     for c in concs:
         peers = [(med(k, c, "img_s"), k) for k in ORDER[1:] if k != "perf_analyzer-tensor" and med(k, c, "img_s")]
         vg, vg99, vg50 = med("visiongate", c, "img_s"), med("visiongate", c, "p99_ms"), med("visiongate", c, "p50_ms")
-        line = f"- c={c}: {vg} img/s, p50 {vg50} ms, p99 {vg99} ms"
+        line = f"- c={c}: {fmt(vg)} img/s, p50 {fmt(vg50)} ms, p99 {fmt(vg99)} ms"
         if peers and vg:
             best, name = max(peers)
             p99 = med(name, c, "p99_ms")

@@ -28,6 +28,7 @@ from ..errors import BodyTooLarge, EmptyBody, InvalidArgument, InvalidImage, Uns
 from ..settings import Settings
 from .streams import read_limited
 from .fetch import fetch_image
+from .multipart import single_file
 
 T = TypeVar("T")
 
@@ -85,6 +86,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def _multipart_images(request: Request, body: bytes, settings: Settings) -> list[bytes]:
+    one = single_file(body, request.headers.get("content-type", ""), IMAGE_FIELDS)
+    if one is not None:
+        return [one]
     sent = False
 
     async def receive() -> Message:
