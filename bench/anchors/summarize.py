@@ -85,11 +85,11 @@ def print_targets(groups, ceiling_file):
         if peers and vg:
             best, name = max(peers)
             p99 = med(name, c, "p99_ms")
-            line += f"; {vg / best:.2f}x the best peer ({name} {best} img/s)"
+            line += f"; {vg / best:.2f}x the best peer ({name} {fmt(best)} img/s)"
             if p99 and vg99:
-                line += f", p99 {vg99 / p99:.2f}x its p99 ({p99} ms)"
+                line += f", p99 {vg99 / p99:.2f}x its p99 ({fmt(p99)} ms)"
             fastest50 = min((med(k, c, "p50_ms"), k) for _, k in peers if med(k, c, "p50_ms"))
-            line += f"; lowest peer p50 {fastest50[0]} ms ({fastest50[1]})"
+            line += f"; lowest peer p50 {fmt(fastest50[0])} ms ({fastest50[1]})"
         if os.path.exists(ceiling_file) and vg:
             ceil = json.load(open(ceiling_file)).get("ceiling_img_s")
             if ceil:
