@@ -20,6 +20,7 @@ from .errors import InvalidArgument, error_response
 HEADERS = (b"x-request-timeout", b"request-timeout")
 _SCOPE_KEY = "visiongate.deadline"
 _deadline: ContextVar[float | None] = ContextVar("visiongate_deadline", default=None)
+_arrived: ContextVar[float | None] = ContextVar("visiongate_arrived", default=None)
 
 
 def parse_timeout(value: str) -> float:
@@ -41,6 +42,12 @@ def remaining_s(default_s: float) -> float:
     return min(default_s, deadline - time.monotonic())
 
 
+def waited_s() -> float:
+    """Seconds since the current request reached the app (0 outside a request)."""
+    arrived = _arrived.get()
+    return 0.0 if arrived is None else time.monotonic() - arrived
+
+
 class DeadlineMiddleware:
     """Sets the request's deadline from ``request_timeout_s`` and the caller's header (the shorter)."""
 
@@ -60,10 +67,12 @@ class DeadlineMiddleware:
                 except InvalidArgument as exc:
                     await error_response(exc)(scope, receive, send)
                     return
-        deadline = time.monotonic() + timeout
+        arrived = time.monotonic()
+        deadline = arrived + timeout
         scope[_SCOPE_KEY] = deadline
-        token = _deadline.set(deadline)
+        token, arrived_token = _deadline.set(deadline), _arrived.set(arrived)
         try:
             await self.app(scope, receive, send)
         finally:
             _deadline.reset(token)
+            _arrived.reset(arrived_token)

@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="deadline per request; 504 past it; a caller "
                                      "may ask for less with an X-Request-Timeout: <seconds> header")
     max_queue_wait_s: float = Field(2.0, gt=0, description="503 (with Retry-After) at once when the work "
-                                    "queued for a model would take longer than this at the recent pace")
+                                    "queued for a model, plus what the request already waited to reach "
+                                    "it, would take longer than this at the recent pace")
     max_open_requests: int = Field(512, ge=0, description="inference requests open at once; past it an "
                                    "immediate 503 + Retry-After before the body is read (bounds memory under a "
                                    "flood); 0 = unlimited")

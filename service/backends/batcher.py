@@ -7,7 +7,8 @@ event loop with ``call_soon_threadsafe``, so no executor hop per request.
 
 Admission control: a request is refused at once (503 ``Overloaded`` with a Retry-After) when the
 queue holds ``max_queue`` requests, or when the work already queued would take longer than
-``max_wait_s`` (or than the request's own deadline) at the recent pace. Refusing early keeps the
+``max_wait_s`` (less what the request has already waited before reaching the model, or more
+than its own deadline allows) at the recent pace. Refusing early keeps the
 latency of admitted requests bounded under overload instead of letting every request time out.
 
 A request whose future is done before it runs (deadline passed: 504, or the caller cancelled) is
@@ -66,7 +67,7 @@ class Batcher:
     def __init__(self, name: str, run: RunBatch, *, workers: int, max_batch: int, delay_s: float,
                  max_queue: int, max_wait_s: float = float("inf"),
                  on_batch: Callable[[int], None] | None = None, run_alone: RunBatch | None = None,
-                 nice: int = 0) -> None:
+                 nice: int = 0, waited: Callable[[], float] = lambda: 0.0) -> None:
         self.name = name
         self._run = run
         # used when a batch is the only work in flight: e.g. a session with more intra-op threads,
@@ -77,6 +78,9 @@ class Batcher:
         self._delay_s = max(0.0, delay_s)
         self._max_queue = max_queue
         self._max_wait_s = max_wait_s
+        # how long the request being admitted has already waited (reading its body, or behind a
+        # busy event loop in a flood): that time counts against max_wait_s too
+        self._waited = waited
         self._on_batch = on_batch
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_items = 0  # sum of n over the queue
@@ -144,7 +148,7 @@ class Batcher:
             raise Overloaded(f"model {self.name!r} has {queued} requests waiting; retry later",
                              retry_after_s=self.retry_after_s())
         # only refuse on the time estimate when something is queued: an idle model always tries
-        wait, limit = self.expected_wait_s(n), min(self._max_wait_s, timeout_s)
+        wait, limit = self.expected_wait_s(n), min(self._max_wait_s - self._waited(), timeout_s)
         if (queued or self._reserved) and wait > limit:
             raise Overloaded(f"model {self.name!r} is busy: about {wait:.2f} s of work is queued, more than "
                              f"this request's {limit:g} s; retry later", retry_after_s=self.retry_after_s())

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..deadlines import remaining_s
+from ..deadlines import remaining_s, waited_s
 from ..errors import BackendError, InvalidArgument, ModelNotFound, ServiceUnavailable
 from ..repository import ConfigError, ModelSpec, read_model, scan
 from ..settings import Settings
@@ -103,7 +103,7 @@ class OnnxRuntimeBackend:
                 max_batch=spec.max_batch_size or 1,
                 delay_s=self._batch_delay_s(spec, session),
                 max_queue=self._settings.max_queue_per_model,
-                max_wait_s=self._settings.max_queue_wait_s,
+                max_wait_s=self._settings.max_queue_wait_s, waited=waited_s,
                 on_batch=(lambda n, name=spec.name: self._on_batch(name, n)) if self._on_batch else None,
             )
         if not sessions:

@@ -137,3 +137,28 @@ async def test_without_a_delay_a_worker_takes_what_is_queued_and_does_not_wait()
         gate.set()
         batcher.close()
     assert seen == [1, 3]
+
+
+async def test_time_a_request_already_waited_counts_against_max_wait() -> None:
+    # 0.36 s of work (1 running, 1 queued, itself) fits a 0.5 s budget, unless the request already
+    # spent 0.2 s reaching the model (its body read slowly, or a flooded event loop got to it late)
+    gate, seen = threading.Event(), []
+    started = threading.Event()
+    waited = {"s": 0.0}
+    batcher = Batcher("m", gated(gate, seen, started), workers=1, max_batch=1, delay_s=0, max_queue=100,
+                      max_wait_s=0.5, waited=lambda: waited["s"])
+    batcher._item_s = 0.12
+    try:
+        running = asyncio.ensure_future(batcher.submit(one(), 5))
+        await taken(started)
+        queued = asyncio.ensure_future(batcher.submit(one(), 5))
+        await asyncio.sleep(0.01)
+        batcher.admit(1, 5)  # a fresh request is admitted
+        waited["s"] = 0.2
+        with pytest.raises(Overloaded):
+            batcher.admit(1, 5)  # one that waited 0.2 s already is not
+        gate.set()
+        await asyncio.gather(running, queued)
+    finally:
+        gate.set()
+        batcher.close()
