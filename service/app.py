@@ -22,6 +22,7 @@ from .deadlines import DeadlineMiddleware
 from .metrics import Metrics
 from .middleware import AdmissionMiddleware, MetricsMiddleware
 from .settings import Settings
+from .shedding import early_refusal
 
 
 def make_backend(settings: Settings, metrics: Metrics | None = None) -> Backend:
@@ -78,7 +79,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(ui.router)
     # outermost first: metrics see every answer, admission refuses before anything is read
     app.add_middleware(DeadlineMiddleware, default_s=settings.request_timeout_s)
-    app.add_middleware(AdmissionMiddleware, limit=settings.max_open_requests, metrics=metrics)
+    app.add_middleware(AdmissionMiddleware, limit=settings.max_open_requests, metrics=metrics,
+                       early=early_refusal, drain_limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.cors_origins:  # browsers on other origins (a separately hosted UI) may call the API
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],

@@ -128,6 +128,18 @@ class Batcher:
             if reserve:
                 self._reserved.append((time.monotonic() + self._reserve_s, n))
 
+    def would_refuse(self, n: int, timeout_s: float) -> Overloaded | None:
+        """The ``Overloaded`` that admitting ``n`` more items now would raise, else None; reserves
+        nothing (an early look before a request's body is read)."""
+        with self._cond:
+            try:
+                self._admit(n, timeout_s)
+            except Overloaded as exc:
+                return exc
+            except (DeadlineExceeded, ServiceUnavailable):
+                return None  # left to the normal path, which answers these itself
+        return None
+
     def claim(self, n: int, timeout_s: float) -> None:
         """Final admission of a request's ``n`` items (turns its reservation into queued work)."""
         with self._cond:

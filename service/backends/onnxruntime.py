@@ -183,6 +183,15 @@ class OnnxRuntimeBackend:
         if batcher is not None:
             batcher.admit(n, remaining_s(self._settings.request_timeout_s), reserve=True)
 
+    def check_pressure(self, model: str) -> None:
+        """Raise ``Overloaded`` when ``model``'s newest version would refuse one more item now."""
+        loaded = self._models.get(model)
+        if loaded is None:
+            return
+        refusal = loaded.batchers[max(loaded.batchers)].would_refuse(1, self._settings.request_timeout_s)
+        if refusal is not None:
+            raise refusal
+
     def _batcher(self, model: str, version: int | None) -> Batcher:
         self.describe(model)
         loaded = self._models[model]
