@@ -46,14 +46,8 @@ def early_refusal(scope: Scope) -> Overloaded | None:
     """``Overloaded`` when the request's model would refuse it now (before its body is read)."""
     app = scope.get("app")
     service = getattr(getattr(app, "state", None), "service", None)
-    check = getattr(getattr(service, "backend", None), "check_pressure", None)
-    if check is None:
+    refusal = getattr(getattr(service, "backend", None), "refusal", None)
+    if refusal is None:  # a backend without its own queue (Triton) refuses on the normal path
         return None
     model = model_of(scope, service)
-    if model is None:
-        return None
-    try:
-        check(model)
-    except Overloaded as exc:
-        return exc
-    return None
+    return None if model is None else refusal(model)

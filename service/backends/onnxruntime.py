@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..deadlines import remaining_s, waited_s
-from ..errors import BackendError, InvalidArgument, ModelNotFound, ServiceUnavailable
+from ..errors import BackendError, InvalidArgument, ModelNotFound, Overloaded, ServiceUnavailable
 from ..repository import ConfigError, ModelSpec, read_model, scan
 from ..settings import Settings
 from .batcher import Batcher, Prepare
@@ -183,14 +183,12 @@ class OnnxRuntimeBackend:
         if batcher is not None:
             batcher.admit(n, remaining_s(self._settings.request_timeout_s), reserve=True)
 
-    def check_pressure(self, model: str) -> None:
-        """Raise ``Overloaded`` when ``model``'s newest version would refuse one more item now."""
+    def refusal(self, model: str) -> Overloaded | None:
+        """The ``Overloaded`` one more item for ``model``'s newest version would get now, else None."""
         loaded = self._models.get(model)
         if loaded is None:
-            return
-        refusal = loaded.batchers[max(loaded.batchers)].would_refuse(1, self._settings.request_timeout_s)
-        if refusal is not None:
-            raise refusal
+            return None
+        return loaded.batchers[max(loaded.batchers)].would_refuse(1, self._settings.request_timeout_s)
 
     def _batcher(self, model: str, version: int | None) -> Batcher:
         self.describe(model)

@@ -67,14 +67,6 @@ class DecodedImage:
         """The decoded pixels in whatever form exists: the Pillow image, else the array."""
         return self._image if self._image is not None else self._rgb  # type: ignore[return-value]
 
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height) as decoded (after any DCT downscaling)."""
-        if self._image is not None:
-            return self._image.size
-        assert self._rgb is not None
-        return self._rgb.shape[1], self._rgb.shape[0]
-
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """Open lazily and check the pixel limit from the header alone."""
