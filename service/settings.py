@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     triton_timeout_s: float = Field(30.0, gt=0, description="per-request timeout towards Triton")
     triton_poll_interval_s: float = Field(2.0, gt=0, description="how often readiness re-checks Triton")
 
+    fake_item_delay_s: float = Field(0.0, ge=0, description="backend 'fake': seconds each item costs, to "
+                                     "put the queues under load in tests")
+
     # model lifecycle (Triton's model control modes)
     model_control: Literal["none", "poll", "explicit"] = Field(
         "none", description="'poll' reloads models whose folder changed, every model_poll_interval_s; "
