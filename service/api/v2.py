@@ -138,7 +138,8 @@ async def server_metadata() -> ServerMetadata:
 
 
 # declared before "/v2/models/{model}", which would otherwise take "stats" for a model name
-@router.get("/v2/models/stats", summary="Statistics of every model (statistics extension)")
+@router.get("/v2/models/stats", summary="Statistics of every model (statistics extension)",
+            responses=oip_errors(503))
 async def all_stats(service: ServiceDep) -> dict[str, Any]:
     return dataplane.stats_json(await service.backend.stats())
 
