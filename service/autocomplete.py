@@ -22,7 +22,7 @@ from typing import Any
 
 from . import dtypes
 from .model_config import ConfigError, ModelConfig
-from .protocol.model_config_pb2 import DataType
+from .protocol.model_config_pb2 import DataType, ModelInput, ModelOutput
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +97,18 @@ def complete_config(config: ModelConfig, graph: GraphInfo, *, default_max_batch_
         config.max_batch_size = default_max_batch_size
         filled["max_batch_size"] = "graph"
     skip = 1 if config.max_batch_size > 0 else 0
-    for kind, declared, found in (("input", config.input, graph.inputs), ("output", config.output, graph.outputs)):
+    pairs = (("input", config.input, graph.inputs), ("output", config.output, graph.outputs))
+    for kind, declared, found in pairs:
         if declared:
             for tensor in declared:  # partial declarations: fill types/dims left out
                 match = next((g for g in found if g.name == tensor.name), None)
                 if match is None:
                     continue
                 if tensor.data_type == DataType.TYPE_INVALID and match.data_type != "TYPE_INVALID":
-                    tensor.data_type = DataType.Value(match.data_type)
+                    if isinstance(tensor, ModelInput):
+                        tensor.MergeFrom(ModelInput(data_type=match.data_type))
+                    else:
+                        tensor.MergeFrom(ModelOutput(data_type=match.data_type))
                     filled[f"{kind}.{tensor.name}.data_type"] = "graph"
                 if not tensor.dims:
                     tensor.dims.extend(match.dims()[skip:])
@@ -113,7 +117,7 @@ def complete_config(config: ModelConfig, graph: GraphInfo, *, default_max_batch_
         for g in found:
             if g.data_type == "TYPE_INVALID":
                 raise ConfigError(f"{kind} {g.name!r} of the graph has a type the gateway cannot carry")
-            tensor = declared.add(name=g.name, data_type=DataType.Value(g.data_type))
+            tensor = declared.add(name=g.name, data_type=g.data_type)
             tensor.dims.extend(g.dims()[skip:])
         filled[kind] = "graph"
     return filled
@@ -184,7 +188,8 @@ def _is_ultralytics(meta: Mapping[str, str]) -> bool:
     return "task" in meta and "names" in meta and ("stride" in meta or "imgsz" in meta)
 
 
-def metadata_parameters(meta: Mapping[str, str], model: str) -> tuple[dict[str, str], str, tuple[str, ...] | None]:
+def metadata_parameters(meta: Mapping[str, str], model: str
+                        ) -> tuple[dict[str, str], str, tuple[str, ...] | None]:
     """Parameters from graph metadata, where they came from, and class names if any."""
     if PRETRAINED_CFG_KEY in meta:
         params, labels = _from_pretrained_cfg(meta[PRETRAINED_CFG_KEY])
@@ -230,8 +235,8 @@ def layout_parameters(outputs: Sequence[GraphTensor], batched: bool) -> dict[str
     fixed = [d if isinstance(d, int) and d >= 0 else None for d in shape]
     if len(fixed) == 2 and fixed[1] == 6:
         return {"task": "detect", "head": "end2end"}
-    if len(fixed) == 2 and fixed[0] is not None and fixed[1] is not None:
-        rows, cols = fixed
+    rows, cols = (fixed[0], fixed[1]) if len(fixed) == 2 else (None, None)
+    if rows is not None and cols is not None:
         if 5 <= rows < cols:
             return {"task": "detect", "head": "yolov8"}
         if 6 <= cols < rows:
@@ -273,7 +278,8 @@ def check_against_graph(model: str, max_batch_size: int, inputs: Sequence[tuple[
                 problems.append(f"{kind} {name!r} is not in the graph (it has {sorted(by_name)})")
                 continue
             if g.data_type != data_type:
-                problems.append(f"{kind} {name!r} is {data_type} in the config but {g.data_type} in the graph")
+                problems.append(f"{kind} {name!r} is {data_type} in the config but {g.data_type} "
+                                f"in the graph")
             shape = list(g.shape)
             if max_batch_size > 0:
                 if not shape:

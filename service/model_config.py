@@ -40,7 +40,8 @@ def parse_pbtxt(text: str, *, model: str | None = None, path: Path | str | None 
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as exc:
-        raise ConfigError(f"{_where(model, path)}: {exc} (Triton's ModelConfig schema, server 2.51)") from None
+        raise ConfigError(f"{_where(model, path)}: {exc} (Triton's ModelConfig schema, server 2.51)"
+                          ) from None
     return config
 
 
@@ -48,7 +49,8 @@ def read_config(path: Path, model: str | None = None) -> ModelConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{_where(model, path)}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise ConfigError(f"{_where(model, path)}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+                          ) from None
     return parse_pbtxt(text, model=model, path=path)
 
 
@@ -101,12 +103,12 @@ def triton_filled(config: ModelConfig, *, kind: str = "KIND_CPU") -> ModelConfig
     if not out.HasField("version_policy"):
         out.version_policy.latest.num_versions = 1
     if not out.instance_group:
-        out.instance_group.add(kind=ModelInstanceGroup.Kind.Value(kind), count=1)
+        out.instance_group.add(kind=kind, count=1)
     for i, group in enumerate(out.instance_group):
         if not group.name:
             group.name = f"{out.name}_{i}"
         if group.kind == ModelInstanceGroup.KIND_AUTO:
-            group.kind = ModelInstanceGroup.Kind.Value(kind)
+            group.MergeFrom(ModelInstanceGroup(kind=kind))
         if group.count == 0:
             group.count = 1
     if not out.HasField("optimization"):
@@ -124,7 +126,8 @@ _INT64 = frozenset({FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, Fie
                     FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64})
 
 
-def _scalar(field: FieldDescriptor, value: Any) -> Any:
+# descriptors are typed loosely: protobuf has a C (upb) and a Python FieldDescriptor
+def _scalar(field: Any, value: Any) -> Any:
     if field.type == FieldDescriptor.TYPE_ENUM:
         enum = field.enum_type
         assert enum is not None
@@ -135,14 +138,15 @@ def _scalar(field: FieldDescriptor, value: Any) -> Any:
     return value
 
 
-def _repeated(field: FieldDescriptor) -> bool:
+def _repeated(field: Any) -> bool:
     flag = getattr(field, "is_repeated", None)  # protobuf >= 6.32; ``label`` is deprecated there
     return bool(flag) if flag is not None else field.label == FieldDescriptor.LABEL_REPEATED
 
 
 def _message_json(message: Message) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for field in message.DESCRIPTOR.fields:
+    fields: list[Any] = list(message.DESCRIPTOR.fields)
+    for field in fields:
         value = getattr(message, field.name)
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             value_field = field.message_type.fields_by_name["value"]

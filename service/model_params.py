@@ -104,11 +104,13 @@ class Params:
             raise self._bad(key, value, " | ".join(allowed))
         return value
 
-    def integer(self, key: str, default: int | None, lo: int | None = None, hi: int | None = None) -> int | None:
+    def integer(self, key: str, default: int | None, lo: int | None = None,
+                hi: int | None = None) -> int | None:
         value = self.raw(key)
         if value is None:
             return default
-        allowed = "an integer" + (f" >= {lo}" if lo is not None else "") + (f" <= {hi}" if hi is not None else "")
+        allowed = "an integer" + (f" >= {lo}" if lo is not None else "") + \
+            (f" <= {hi}" if hi is not None else "")
         try:
             number = int(value.strip())
         except ValueError:

@@ -109,9 +109,8 @@ class ModelSpec:
 
     def labels_for(self, version: int | None) -> tuple[str, ...] | None:
         """The labels ``version`` was exported with (its own labels file, else the model's)."""
-        if version is not None and version in self.version_labels:
-            return self.version_labels[version]
-        return self.labels
+        found = self.version_labels.get(version) if version is not None else None
+        return found if found is not None else self.labels
 
     @property
     def batch_axis(self) -> bool:
@@ -150,7 +149,8 @@ class ModelSpec:
 # ---- building a spec ------------------------------------------------------------------------------
 
 def _snippet(params: Mapping[str, str]) -> str:
-    return "\n".join(f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}' for k, v in params.items())
+    return "\n".join(f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}'
+                     for k, v in params.items())
 
 
 def _missing(model: str, what: str, params: Mapping[str, str], where: str) -> ConfigError:
@@ -160,7 +160,8 @@ def _missing(model: str, what: str, params: Mapping[str, str], where: str) -> Co
 
 
 def _tensors(declared: Sequence[Any]) -> tuple[TensorSpec, ...]:
-    return tuple(TensorSpec(t.name, DataType.Name(t.data_type), tuple(int(d) for d in t.dims)) for t in declared)
+    return tuple(TensorSpec(t.name, DataType.Name(t.data_type), tuple(int(d) for d in t.dims))
+                 for t in declared)
 
 
 def _image_dims(model: str, tensor: TensorSpec, fmt: int, max_batch_size: int) -> tuple[str, int, int, int]:
@@ -170,8 +171,8 @@ def _image_dims(model: str, tensor: TensorSpec, fmt: int, max_batch_size: int) -
         dims = dims[1:]
     if len(dims) != 3:
         raise ConfigError(f"model {model!r}: input {tensor.name!r} has dims {list(tensor.dims)}; an image "
-                          f"input is [C,H,W] or [H,W,C]" + (" after its batch axis" if max_batch_size == 0 else
-                                                             " (without the batch axis)"))
+                          f"input is [C,H,W] or [H,W,C]"
+                          + (" after its batch axis" if max_batch_size == 0 else " (without the batch axis)"))
     if fmt == ModelInput.FORMAT_NHWC:
         layout = "NHWC"
     elif fmt == ModelInput.FORMAT_NCHW:
@@ -185,7 +186,8 @@ def _image_dims(model: str, tensor: TensorSpec, fmt: int, max_batch_size: int) -
                           f"add format: FORMAT_NHWC or format: FORMAT_NCHW to it")
     channels, h, w = (dims[2], dims[0], dims[1]) if layout == "NHWC" else (dims[0], dims[1], dims[2])
     if channels not in (1, 3):
-        raise ConfigError(f"model {model!r}: input {tensor.name!r} ({layout} {dims}) has {channels} channels; "
+        raise ConfigError(f"model {model!r}: input {tensor.name!r} ({layout} {dims}) has {channels} "
+                          f"channels; "
                           f"images have 1 or 3")
     return layout, channels, h, w
 
@@ -235,9 +237,8 @@ def build_spec(config: ModelConfig, *, graph: GraphInfo | None = None, labels: t
 
     explicit = {k: v.string_value for k, v in config.parameters.items()}
     meta, meta_source, meta_labels = metadata_parameters(graph.metadata, name) if graph else ({}, "", None)
-    batched = mbs > 0
-    shaped = [GraphTensor(t.name, t.data_type, ((None, *t.dims) if batched else t.dims)) for t in outputs]
-    layout_guess = layout_parameters(shaped, batched)
+    shaped = [GraphTensor(t.name, t.data_type, ((None, *t.dims) if mbs > 0 else t.dims)) for t in outputs]
+    layout_guess = layout_parameters(shaped, batched=mbs > 0 or len(image.dims) == 4)
     if layout_guess.get("head") in ("yolov8", "yolov5") and not meta_source:
         layout_guess.update(YOLO_PREPROCESSING)
     if meta_source == "onnx-metadata:ultralytics" and meta.get("task") == "detect":
@@ -257,7 +258,8 @@ def build_spec(config: ModelConfig, *, graph: GraphInfo | None = None, labels: t
         raise _missing(name, "nothing says what it does (no parameters.task, no task in the ONNX metadata, "
                        "no output layout the gateway recognises)",
                        {"task": "classify | detect | super_resolve"}, where)
-    task: Task = "classify" if task_value == "classify" else "detect" if task_value == "detect" else "super_resolve"
+    task: Task = "classify" if task_value == "classify" else \
+        "detect" if task_value == "detect" else "super_resolve"
 
     data_type = image.data_type
     dtype = _INPUT_DTYPES.get(data_type)
@@ -313,20 +315,24 @@ def build_spec(config: ModelConfig, *, graph: GraphInfo | None = None, labels: t
         elif task == "super_resolve":
             norm = "none"
         else:
-            raise _missing(name, f"input {image.name!r} is {data_type}, so the gateway must know how the model "
+            raise _missing(name, f"input {image.name!r} is {data_type}, so the gateway must know how the "
+                           f"model "
                            f"was trained to see pixels (its mean/std), and nothing says",
-                           {"normalization": "gateway", "mean": "0.485,0.456,0.406", "std": "0.229,0.224,0.225",
+                           {"normalization": "gateway", "mean": "0.485,0.456,0.406",
+                            "std": "0.229,0.224,0.225",
                             "resize": values.get("resize", "center_crop")}, where)
         inferred.setdefault("normalization", "default")
     if dtype == "uint8" and norm == "gateway":
-        raise ConfigError(f"model {name!r}: parameters.normalization is 'gateway' but input {image.name!r} is "
+        raise ConfigError(f"model {name!r}: parameters.normalization is 'gateway' but input "
+                          f"{image.name!r} is "
                           f"TYPE_UINT8, which cannot carry normalised values; allowed: in_graph (the graph "
                           f"normalises) or none (plain pixels)")
     if norm == "gateway" and (mean is None or std is None):
         raise _missing(name, "parameters.normalization is 'gateway' but "
                        f"{'mean' if mean is None else 'std'} is not given",
                        {"mean": "0.485,0.456,0.406", "std": "0.229,0.224,0.225"}, where)
-    if norm == "none" and ((mean is not None and any(mean)) or (std is not None and any(s != 1 for s in std))):
+    plain = (mean is None or not any(mean)) and (std is None or all(s == 1 for s in std))
+    if norm == "none" and not plain:
         raise ConfigError(f"model {name!r}: parameters.normalization is 'none' (plain pixels) but mean/std "
                           f"are given and would be ignored; remove them or set normalization: gateway")
     if norm == "in_graph":
@@ -431,7 +437,8 @@ def _check_baked(model: str, explicit: Mapping[str, str], meta: Mapping[str, str
         baked = tuple(float(v) for v in meta[key].split(","))
         if not _same(value, baked):
             raise ConfigError(
-                f"model {model!r}: parameters.{key} is {explicit[key]!r} but normalization is 'in_graph' and the "
+                f"model {model!r}: parameters.{key} is {explicit[key]!r} but normalization is 'in_graph' "
+                f"and the "
                 f"graph was built with {key} {meta[key]} ({meta_source}); an edit here cannot take effect. "
                 f"Restore it, or re-export the model with the new {key}")
 
@@ -566,7 +573,10 @@ def read_model(model_dir: Path, *, graph: bool = True,
                               f"<version>/{filename} in {model_dir}; nothing to serve")
         config.platform = "onnxruntime_onnx"
     info: GraphInfo | None = None
-    if graph and onnx_versions and (config.platform or config.backend) in _ONNX_PLATFORMS + ("",):
+    if graph and not onnx_versions and config.platform in _ONNX_PLATFORMS:
+        raise ConfigError(f"model {name!r}: no version folder to serve holds {filename} (versions on disk: "
+                          f"{list(available)}, selected by version_policy: {list(versions)})")
+    if graph and onnx_versions and (config.platform or config.backend) in (*_ONNX_PLATFORMS, ""):
         info = read_graph(model_dir / str(onnx_versions[-1]) / filename)
     elif graph and not config_path.is_file():
         raise ConfigError(f"model {name!r}: no config.pbtxt and no ONNX graph to complete one from")
@@ -587,4 +597,5 @@ def scan(repository: Path) -> list[Path]:
     return sorted(p for p in repository.iterdir()
                   if p.is_dir() and not p.name.startswith(".") and (
                       (p / "config.pbtxt").is_file()
-                      or any(v.is_dir() and v.name.isdigit() and (v / "model.onnx").is_file() for v in p.iterdir())))
+                      or any(v.is_dir() and v.name.isdigit() and (v / "model.onnx").is_file()
+                             for v in p.iterdir())))

@@ -173,7 +173,8 @@ def to_model_layout(pixels: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
         return pixels  # the exported graphs: order and normalisation happen inside them
     if cfg.channels == 1:
         grey = pixels.astype(np.float32) @ _LUMA
-        px = grey[..., None] if cfg.dtype != "uint8" else np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None]
+        px = grey[..., None] if cfg.dtype != "uint8" else \
+            np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None]
     else:
         px = pixels[..., ::-1] if cfg.channel_order == "BGR" else pixels
     if cfg.dtype == "uint8":
