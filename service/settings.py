@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     url_fetch_allowlist: list[str] = Field(default_factory=list, description="allowed hostnames")
     url_fetch_timeout_s: float = Field(5.0, gt=0)
 
+    # --- model config ---
+    default_max_batch_size: int = Field(4, ge=1, description="max_batch_size given to a model whose "
+                                        "config does not say and whose ONNX graph has a dynamic batch axis "
+                                        "(Triton's auto-complete default)")
+
     @model_validator(mode="after")
     def _share_cpus_between_workers(self) -> Settings:
         share = max(1, usable_cpus() // self.http_workers)
