@@ -220,7 +220,7 @@ class InferenceService:
             raise NonFiniteOutput(f"model {spec.name!r} answered NaN or infinite scores; it is broken or was "
                                   f"given input it was not trained for")
         probs = softmax(logits) if spec.param("output_activation", "softmax") == "softmax" else logits
-        labels = spec.labels or ()
+        labels = spec.labels_for(version_used) or ()
         results = []
         for row in probs:
             preds = [ClassScore(label=labels[i] if i < len(labels) else str(i), class_id=i, score=s)
@@ -282,7 +282,7 @@ class InferenceService:
                        box_format: vdet.BoxFormat, version: int) -> DetectResult:
         size = prepared.placement.original_size
         boxes = vdet.convert_boxes(found.boxes, box_format, size)
-        labels = spec.labels or ()
+        labels = spec.labels_for(version) or ()
         detections = [
             Detection(label=labels[c] if c < len(labels) else str(c), class_id=c, score=s,
                       box=[round(v, 6 if box_format == "normalized" else 2) for v in box])
@@ -315,7 +315,7 @@ class InferenceService:
         result = self._detect_result(spec, prepared, found, options.box_format, used)
 
         def render() -> bytes:
-            drawn = draw_detections(prepared.decoded.rgb, found.boxes, found.class_ids, found.scores, spec.labels)
+            drawn = draw_detections(prepared.decoded.rgb, found.boxes, found.class_ids, found.scores, spec.labels_for(used))
             return encode(drawn, image_format)
 
         return result, await loop.run_in_executor(self.executor, render)

@@ -113,4 +113,4 @@ def test_wrong_input_names_and_a_broken_model_are_clear(repository: Path, tmp_pa
             await backend.close()
 
     errors = run(go())
-    assert "task" in errors["broken"]  # one broken model does not take the others down
+    assert "model.onnx" in errors["broken"]  # one broken model does not take the others down
