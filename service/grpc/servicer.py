@@ -25,6 +25,7 @@ from ..errors import (
     InvalidArgument,
     ModelNotFound,
     Overloaded,
+    RouteNotFound,
     ServiceUnavailable,
     VisionGateError,
     log_error,
@@ -254,3 +255,36 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             return pb.RepositoryModelUnloadResponse()
 
         return await self._call("RepositoryModelUnload", context, work)
+
+    # --- not implemented: shared memory, trace and log settings ------------------------------------
+
+    async def _unimplemented(self, method: str, context: Any) -> Any:
+        async def work() -> Any:
+            raise RouteNotFound(f"{method} is not implemented by visiongate (Triton's shared-memory, trace and "
+                                "log-settings extensions)")
+
+        return await self._call(method, context, work)
+
+    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented("SystemSharedMemoryStatus", context)
+
+    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented("SystemSharedMemoryRegister", context)
+
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented("SystemSharedMemoryUnregister", context)
+
+    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented("CudaSharedMemoryStatus", context)
+
+    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented("CudaSharedMemoryRegister", context)
+
+    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented("CudaSharedMemoryUnregister", context)
+
+    async def TraceSetting(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented("TraceSetting", context)
+
+    async def LogSettings(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented("LogSettings", context)
