@@ -16,7 +16,9 @@ from ..inference import InferenceService
 from ..metrics import Metrics
 from ..middleware import OpenRequests
 from ..protocol import grpc_service_pb2_grpc as pb_grpc
+from ..protocol import health_pb2_grpc as health_grpc
 from ..settings import Settings
+from .health import HealthServicer
 from .servicer import InferenceServicer
 
 logger = logging.getLogger("visiongate")
@@ -50,7 +52,9 @@ async def start_grpc(service: InferenceService, settings: Settings, metrics: Met
         ("grpc.max_send_message_length", limit),
     ])
     servicer = InferenceServicer(service, settings, metrics, open_requests, draining)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    health = HealthServicer(lambda: not draining() and service.backend.ready())
+    health_grpc.add_HealthServicer_to_server(health, server)  # type: ignore[no-untyped-call]
     address = _bind_address(settings.host, settings.grpc_port)
     try:
         port = server.add_insecure_port(address)

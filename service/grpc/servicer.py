@@ -55,7 +55,7 @@ def _version(raw: str) -> int | None:
     return int(raw)
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, service: InferenceService, settings: Settings, metrics: Metrics,
                  open_requests: OpenRequests, draining: Callable[[], bool]) -> None:
         self.service = service
@@ -66,12 +66,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     # --- the one path of every call ---------------------------------------------------------------
 
-    def _timeout_s(self, context: grpc.aio.ServicerContext) -> float:
+    def _timeout_s(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
         remaining = context.time_remaining()
         timeout = self.settings.request_timeout_s
         return timeout if remaining is None else max(0.0, min(timeout, remaining))
 
-    async def _call(self, method: str, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[T]],
+    async def _call(self, method: str, context: grpc.aio.ServicerContext[Any, Any], work: Callable[[], Awaitable[T]],
                     inference: bool = False) -> T:
         started = time.perf_counter()
         code = grpc.StatusCode.OK

@@ -158,7 +158,7 @@ def test_bad_requests_are_invalid_argument_naming_the_problem(
     mutate(request)
     err = _status(lambda: stub.ModelInfer(request))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert fragment in err.details()
+    assert fragment in str(err.details())
 
 
 def test_a_message_over_the_size_limit_is_resource_exhausted(tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -274,3 +274,15 @@ def test_explicit_model_control_unloads_and_loads(tmp_path_factory: pytest.TempP
 def test_an_unimplemented_rpc_says_so(stub: service_pb2_grpc.GRPCInferenceServiceStub) -> None:
     err = _status(lambda: stub.SystemSharedMemoryStatus(service_pb2.SystemSharedMemoryStatusRequest()))
     assert err.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_grpc_health_check_follows_readiness(fake_gateway: Gateway) -> None:
+    from service.protocol import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(fake_gateway.grpc_url) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "inference.GRPCInferenceService"):
+            got = health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert got.status == health_pb2.HealthCheckResponse.SERVING
+        other = health.Check(health_pb2.HealthCheckRequest(service="other.Service"))
+        assert other.status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
