@@ -33,7 +33,7 @@ def make_backend(settings: Settings, metrics: Metrics | None = None) -> Backend:
     if settings.backend == "fake":
         from .backends.fake import FakeBackend
 
-        return FakeBackend(settings)
+        return FakeBackend(settings, item_delay_s=settings.fake_item_delay_s)
     from .backends.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(settings, on_batch=metrics.observe_batch if metrics else None)

@@ -17,6 +17,7 @@
     │   ├── ImageTooLarge                pixel limit, checked from the header
     │   └── OutputTooLarge               super-resolution output pixel limit
     ├── BackendError                     502  the backend answered with an error
+    │   └── NonFiniteOutput              NaN/Infinity where a number must be answered
     ├── ServiceUnavailable               503 + Retry-After
     │   ├── Overloaded                   admission queue full
     │   ├── BackendUnavailable           backend down or unreachable
@@ -127,6 +128,10 @@ class BackendError(VisionGateError):
     status_code = 502
 
 
+class NonFiniteOutput(BackendError):
+    """The model answered NaN or infinity where a number must be given (a broken model)."""
+
+
 class ServiceUnavailable(VisionGateError):
     status_code = 503
 
@@ -179,6 +184,7 @@ GRPC_STATUS: dict[type[VisionGateError], str] = {
     ImageTooLarge: "INVALID_ARGUMENT",
     OutputTooLarge: "INVALID_ARGUMENT",
     BackendError: "INTERNAL",
+    NonFiniteOutput: "INTERNAL",
     ServiceUnavailable: "UNAVAILABLE",
     Overloaded: "UNAVAILABLE",
     BackendUnavailable: "UNAVAILABLE",

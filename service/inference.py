@@ -18,8 +18,8 @@ import numpy as np
 
 from .backends.base import Backend, Job, Tensors, concat_outputs
 from .tensors import check_inputs
-from .errors import (BackendError, BackendUnavailable, ImageTooLarge, InvalidArgument, InvalidImage, OutputTooLarge,
-                     VisionGateError, WrongTask)
+from .errors import (BackendError, BackendUnavailable, ImageTooLarge, InvalidArgument, InvalidImage,
+                     NonFiniteOutput, OutputTooLarge, VisionGateError, WrongTask)
 from .repository import ModelSpec, Task
 from .schemas import ClassifyResult, ClassScore, Detection, DetectResult, ImageSize
 from .settings import Settings
@@ -42,6 +42,17 @@ class Prepared:
     tensor: np.ndarray
     placement: Placement
     decoded: vdecode.DecodedImage
+
+
+@contextlib.contextmanager
+def output_errors(spec: ModelSpec) -> Iterator[None]:
+    """Outputs the post-processing cannot read (an extra axis, a missing tensor) are the model's
+    fault: a 502 naming the model, never a 500."""
+    try:
+        yield
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        raise BackendError(f"model {spec.name!r} answered outputs its {spec.task} post-processing cannot "
+                           f"read: {exc}") from exc
 
 
 @contextlib.contextmanager
@@ -192,6 +203,8 @@ class InferenceService:
         admitted as one request (its batch), run. Returns the spec, the version used and the outputs."""
         spec = self.backend.describe(model)
         items = check_inputs(spec, inputs)
+        if spec.task == "super_resolve":
+            self._check_sr_output(spec, inputs[spec.input.name])
         with self.backend.admit(spec.name, version, items) as ticket:
             return spec, ticket.version, await self.backend.infer(ticket, inputs)
 
@@ -201,9 +214,13 @@ class InferenceService:
             raise InvalidArgument(f"top_k must be between 1 and {self.settings.max_top_k}, got {top}")
         spec = self.model_for(model or self.default_model("classify"), "classify")
         _, outputs, version_used = await self.prepare_and_run(spec, images, version)
-        logits = outputs[spec.outputs[0].name]
+        with output_errors(spec):
+            logits = outputs[spec.outputs[0].name].reshape(len(images), -1)
+        if not np.isfinite(logits).all():
+            raise NonFiniteOutput(f"model {spec.name!r} answered NaN or infinite scores; it is broken or was "
+                                  f"given input it was not trained for")
         probs = softmax(logits) if spec.param("output_activation", "softmax") == "softmax" else logits
-        labels = spec.labels or ()
+        labels = spec.labels_for(version_used) or ()
         results = []
         for row in probs:
             preds = [ClassScore(label=labels[i] if i < len(labels) else str(i), class_id=i, score=s)
@@ -245,21 +262,27 @@ class InferenceService:
                     params: _DetectParams) -> list[vdet.Detections]:
         """Detections per image, boxes xyxy in original (EXIF-upright) pixels."""
         names = [o.name for o in spec.outputs]
-        boxes = outputs["boxes"] if "boxes" in outputs else outputs[names[0]]
-        scores = outputs["scores"] if "scores" in outputs else outputs[names[1]]
         found = []
-        for k, p in enumerate(prepared):
-            d = vdet.select(boxes[k], scores[k], score_threshold=params.score_threshold,
-                            iou_threshold=params.iou_threshold, max_detections=params.max_detections,
-                            classes=params.classes)
-            found.append(vdet.Detections(p.placement.to_original(d.boxes), d.scores, d.class_ids))
+        with output_errors(spec):
+            boxes = outputs["boxes"] if "boxes" in outputs else outputs[names[0]]
+            scores = outputs["scores"] if "scores" in outputs else outputs[names[1]]
+            if boxes.ndim != 3 or scores.ndim != 3 or boxes.shape[:2] != scores.shape[:2] or boxes.shape[2] != 4:
+                raise ValueError(f"boxes {list(boxes.shape)} and scores {list(scores.shape)}; expected "
+                                 f"[N, A, 4] and [N, A, C]")
+            for k, p in enumerate(prepared):
+                # a detection with a NaN/infinite coordinate or score is dropped, never drawn or answered
+                finite = np.isfinite(boxes[k]).all(axis=1) & np.isfinite(scores[k]).all(axis=1)
+                d = vdet.select(boxes[k][finite], scores[k][finite], score_threshold=params.score_threshold,
+                                iou_threshold=params.iou_threshold, max_detections=params.max_detections,
+                                classes=params.classes)
+                found.append(vdet.Detections(p.placement.to_original(d.boxes), d.scores, d.class_ids))
         return found
 
     def _detect_result(self, spec: ModelSpec, prepared: Prepared, found: vdet.Detections,
                        box_format: vdet.BoxFormat, version: int) -> DetectResult:
         size = prepared.placement.original_size
         boxes = vdet.convert_boxes(found.boxes, box_format, size)
-        labels = spec.labels or ()
+        labels = spec.labels_for(version) or ()
         detections = [
             Detection(label=labels[c] if c < len(labels) else str(c), class_id=c, score=s,
                       box=[round(v, 6 if box_format == "normalized" else 2) for v in box])
@@ -292,12 +315,23 @@ class InferenceService:
         result = self._detect_result(spec, prepared, found, options.box_format, used)
 
         def render() -> bytes:
-            drawn = draw_detections(prepared.decoded.rgb, found.boxes, found.class_ids, found.scores, spec.labels)
+            drawn = draw_detections(prepared.decoded.rgb, found.boxes, found.class_ids, found.scores, spec.labels_for(used))
             return encode(drawn, image_format)
 
         return result, await loop.run_in_executor(self.executor, render)
 
     # --- super-resolution --------------------------------------------------------------------
+
+    def _check_sr_output(self, spec: ModelSpec, batch: np.ndarray) -> None:
+        """Caller-made SR tensors obey the same output limit as images (``[N,] H, W, C``)."""
+        scale = spec.int_param("scale", 2)
+        h, w = batch.shape[-3:-1] if batch.ndim >= 3 else (1, 1)
+        n = batch.shape[0] if spec.max_batch_size > 0 and batch.ndim == 4 else 1
+        pixels = int(n) * int(h) * int(w) * scale * scale
+        limit = self.settings.max_output_pixels
+        if pixels > limit:
+            raise OutputTooLarge(f"{n} tensor(s) of {w}x{h} upscaled x{scale} would be {pixels} output pixels; "
+                                 f"the limit is {limit} (VISIONGATE_MAX_OUTPUT_PIXELS)", limit=limit)
 
     def _tiling(self, spec: ModelSpec) -> tuple[int, int]:
         tile = self.settings.sr_tile_size or spec.int_param("tile_size", 0)

@@ -93,7 +93,8 @@ async def infer(service: InferenceService, model: str, version: int | None, inpu
     for out in outputs:
         arr = results[out.name]
         if out.classification > 0:
-            labels = spec.labels if spec.labels and arr.shape[-1] == len(spec.labels) else None
+            labels = spec.labels_for(used)
+            labels = labels if labels and arr.shape[-1] == len(labels) else None
             encoded.append((out.name, "BYTES", classification_strings(arr, out.classification, labels)))
         else:
             datatype = types[out.name]

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     triton_timeout_s: float = Field(30.0, gt=0, description="per-request timeout towards Triton")
     triton_poll_interval_s: float = Field(2.0, gt=0, description="how often readiness re-checks Triton")
 
+    fake_item_delay_s: float = Field(0.0, ge=0, description="backend 'fake': seconds each item costs, to "
+                                     "put the queues under load in tests")
+
     # model lifecycle (Triton's model control modes)
     model_control: Literal["none", "poll", "explicit"] = Field(
         "none", description="'poll' reloads models whose folder changed, every model_poll_interval_s; "
@@ -126,6 +129,11 @@ class Settings(BaseSettings):
     # fetching images by URL (off unless an allowlist is given)
     url_fetch_allowlist: list[str] = Field(default_factory=list, description="allowed hostnames")
     url_fetch_timeout_s: float = Field(5.0, gt=0)
+
+    # --- model config ---
+    default_max_batch_size: int = Field(4, ge=1, description="max_batch_size given to a model whose "
+                                        "config does not say and whose ONNX graph has a dynamic batch axis "
+                                        "(Triton's auto-complete default)")
 
     # --- grpc ---
     grpc_port: int = Field(8081, ge=0, le=65535, description="the Open Inference Protocol over gRPC "

@@ -9,7 +9,7 @@ never leave early shedding working on a stale copy of the paths.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
@@ -41,6 +41,17 @@ class InferenceTarget:
     version: int | None
 
 
+def _flatten(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """The routes themselves, through included routers (FastAPI >= 0.165 keeps an included router
+    as one object holding the original; this app includes its routers without a prefix)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _flatten(inner.routes)
+        else:
+            yield route
+
+
 class RouteTable:
     """Finds the inference route of a request (cached per method and path, bounded)."""
 
@@ -50,7 +61,7 @@ class RouteTable:
         self._cache_size = cache_size
 
     def _match(self, scope: Scope) -> tuple[str | None, dict[str, Any]] | None:
-        for route in self._routes():
+        for route in _flatten(self._routes()):
             match, child = route.matches(scope)
             if match == Match.FULL:
                 endpoint = getattr(route, "endpoint", None)

@@ -19,6 +19,7 @@ from .. import __version__, dataplane, oip
 from ..backends.base import resolve_version
 from ..errors import BodyTooLarge, InvalidArgument
 from ..inference import InferenceService
+from ..model_config import config_from_dict, triton_config_json
 from ..repository import ModelSpec
 from ..settings import Settings
 from . import v2_codec as codec
@@ -138,7 +139,8 @@ async def server_metadata() -> ServerMetadata:
 
 
 # declared before "/v2/models/{model}", which would otherwise take "stats" for a model name
-@router.get("/v2/models/stats", summary="Statistics of every model (statistics extension)")
+@router.get("/v2/models/stats", summary="Statistics of every model (statistics extension)",
+            responses=oip_errors(503))
 async def all_stats(service: ServiceDep) -> dict[str, Any]:
     return dataplane.stats_json(await service.backend.stats())
 
@@ -192,12 +194,11 @@ async def model_version_ready(model: str, version: int, service: ServiceDep) -> 
 
 
 def _config(spec: ModelSpec) -> dict[str, Any]:
-    def tensors(ts: tuple[Any, ...]) -> list[dict[str, Any]]:
-        return [{"name": t.name, "data_type": t.data_type, "dims": list(t.dims)} for t in ts]
-
-    return {"name": spec.name, "platform": spec.platform, "max_batch_size": spec.max_batch_size,
-            "input": tensors(spec.inputs), "output": tensors(spec.outputs),
-            "parameters": {k: {"string_value": v} for k, v in spec.parameters.items()}}
+    """The whole config, completed from the graph and filled with Triton's defaults, as Triton
+    answers it (what was inferred and from where is in ``/v1/models``)."""
+    config = spec.config if spec.config is not None else config_from_dict(
+        {"name": spec.name, "platform": spec.platform, "max_batch_size": spec.max_batch_size})
+    return triton_config_json(config)
 
 
 @router.get("/v2/models/{model}/config", summary="Model configuration (Triton's model-config JSON shape)",

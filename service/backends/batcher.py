@@ -221,15 +221,16 @@ class Batcher:
                              f"this request's {limit:g} s; retry later", retry_after_s=self.retry_after_s())
 
     async def submit(self, inputs: dict[str, np.ndarray], timeout_s: float,
-                     reservation: Reservation, items: int | None = None) -> dict[str, np.ndarray]:
-        """Run ``inputs`` (batch axis first) in a batch, as part of what ``reservation`` admitted;
-        504 once ``timeout_s`` has passed. ``items``: for a model without a batch axis, 1."""
+                     reservation: Reservation | None = None, items: int | None = None) -> dict[str, np.ndarray]:
+        """Run ``inputs`` (batch axis first) in a batch, as part of what ``reservation`` admitted
+        (without one, admitted here on its own: 503 at once when it cannot be served in time); 504
+        once ``timeout_s`` has passed. ``items``: for a model without a batch axis, 1."""
         n = items if items is not None else int(next(iter(inputs.values())).shape[0])
         return await self._enqueue(inputs, None, n, tuple(a.shape[1:] for a in inputs.values()),
                                    timeout_s, reservation)
 
     async def submit_prepare(self, prepare: Prepare, shape_key: tuple[tuple[int, ...], ...],
-                             timeout_s: float, reservation: Reservation) -> dict[str, np.ndarray]:
+                             timeout_s: float, reservation: Reservation | None = None) -> dict[str, np.ndarray]:
         """Like ``submit`` for one item whose inputs ``prepare`` makes on the worker thread, just
         before its batch runs: decoding then happens on the threads that run the model, one
         sequence per core as in the in-process ceiling, instead of on a second pool competing with
@@ -238,7 +239,7 @@ class Batcher:
 
     async def _enqueue(self, inputs: dict[str, np.ndarray] | None, prepare: Prepare | None, n: int,
                        shape_key: tuple[tuple[int, ...], ...], timeout_s: float,
-                       reservation: Reservation) -> dict[str, np.ndarray]:
+                       reservation: Reservation | None) -> dict[str, np.ndarray]:
         if timeout_s <= 0:
             raise DeadlineExceeded("the request's deadline passed before it reached the model")
         loop = asyncio.get_running_loop()
@@ -249,10 +250,13 @@ class Batcher:
         with self._cond:
             if self._closed and not self._workers_alive():
                 raise ServiceUnavailable(f"model {self.name!r} is shutting down", retry_after_s=5)
-            reservation.remaining = max(0, reservation.remaining - n)
-            if reservation.remaining == 0:
-                with contextlib.suppress(ValueError):
-                    self._reserved.remove(reservation)
+            if reservation is None:
+                self._admit(n, timeout_s)
+            else:
+                reservation.remaining = max(0, reservation.remaining - n)
+                if reservation.remaining == 0:
+                    with contextlib.suppress(ValueError):
+                        self._reserved.remove(reservation)
             self._queue.append(item)
             self._queued_items += n
             self._cond.notify()

@@ -23,6 +23,9 @@ from .batcher import Batcher, Reservation, RunBatch, model_stats
 
 logger = logging.getLogger("visiongate.backend")
 
+#: batch limit for a model whose batch axis is dynamic with no max_batch_size (it takes any number)
+_ANY_BATCH = 64
+
 
 @dataclass
 class LoadedModel:
@@ -59,6 +62,13 @@ class BatcherTicket:
         self.reservation.release()
 
 
+def _unbatched(job: Job) -> Job:
+    def run() -> Tensors:
+        return {k: v[0] for k, v in job().items()}
+
+    return run
+
+
 class BatchedBackend:
     """The serving half of an in-process backend; subclasses load models (``start``, ``load``)."""
 
@@ -80,7 +90,7 @@ class BatchedBackend:
         return Batcher(
             f"{spec.name}/{version}", run, run_alone=run_alone,
             nice=self._settings.inference_thread_nice, workers=self._settings.inference_workers,
-            max_batch=spec.max_batch_size or 1, delay_s=delay_s,
+            max_batch=spec.images_per_call or _ANY_BATCH, delay_s=delay_s,
             max_queue=self._settings.max_queue_per_model, max_wait_s=self._settings.max_queue_wait_s,
             waited=waited_s, on_batch=(lambda n: on_batch(spec.name, n)) if on_batch else None,
         )
@@ -171,13 +181,13 @@ class BatchedBackend:
         if set(inputs) != expected:
             raise InvalidArgument(f"model {spec.name!r} takes inputs {sorted(expected)}, got {sorted(inputs)}")
         timeout_s = remaining_s(self._settings.request_timeout_s)  # the caller's deadline, if shorter
-        if spec.max_batch_size <= 0:  # no batch axis: the tensors are one item
+        if not spec.batch_axis:  # the tensors are one item
             return await ticket.batcher.submit(inputs, timeout_s, ticket.reservation, items=1)
         n = int(next(iter(inputs.values())).shape[0])
         # admitted once as a whole; the slices of one request do not refuse each other
         parts = await asyncio.gather(*(
             ticket.batcher.submit({k: a[s] for k, a in inputs.items()}, timeout_s, ticket.reservation)
-            for s in batch_slices(n, spec.max_batch_size)))
+            for s in batch_slices(n, spec.images_per_call)))
         return concat_outputs(list(parts))
 
     async def infer_prepared(self, ticket: Ticket, jobs: list[Job]) -> list[Tensors]:
@@ -186,12 +196,14 @@ class BatchedBackend:
         timeout_s = remaining_s(self._settings.request_timeout_s)
         static = tuple(t.dims for t in spec.inputs)
         dynamic = any(d < 0 for dims in static for d in dims) or spec.max_batch_size <= 0
+        if not spec.batch_axis:  # jobs make [1, ...]; the model takes one item without that axis
+            jobs = [_unbatched(job) for job in jobs]
         results = await asyncio.gather(*(
             # an item of unknown shape gets a key of its own: it is never batched with another
             ticket.batcher.submit_prepare(job, ((-1, i),) if dynamic else static, timeout_s,
                                           ticket.reservation)
             for i, job in enumerate(jobs)))
-        if spec.max_batch_size <= 0:  # the model has no batch axis; callers always get one
+        if not spec.batch_axis:  # callers always get the batch axis back
             return [{k: v[None] for k, v in r.items()} for r in results]
         return list(results)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from ..errors import BackendError, InvalidArgument, ModelLoadFailed, ModelNotFound, ServiceUnavailable
+from ..autocomplete import graph_info
 from ..repository import ConfigError, ModelSpec, read_model, scan
 from ..settings import Settings
 from .base import ModelState, ModelStatus, Tensors
@@ -67,10 +68,12 @@ class OnnxRuntimeBackend(BatchedBackend):
         return ort.InferenceSession(str(path), sess_options=opts, providers=_providers())
 
     def _load(self, model_dir: Path) -> LoadedModel | None:
-        entry = read_model(model_dir)
+        entry = read_model(model_dir, default_max_batch_size=self._settings.default_max_batch_size)
         spec = entry.spec
         if spec.platform not in _ONNX_PLATFORMS:
             return None
+        for warning in spec.warnings:
+            logger.warning("model %s: %s", spec.name, warning)
         batchers = {}
         filename = str(entry.config.get("default_model_filename") or "model.onnx")
         for version in spec.versions:
@@ -78,6 +81,7 @@ class OnnxRuntimeBackend(BatchedBackend):
             if not path.is_file():
                 raise ConfigError(f"{path} is missing")
             session = self._session(path)
+            spec.check_graph(graph_info(session))  # every version, not only the one the config was completed from
             solo = self._solo_threads()
             alone = self._runner(spec.name, self._session(path, solo)) if solo else None
             batchers[version] = self._batcher(spec, version, self._runner(spec.name, session), alone,
