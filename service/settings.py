@@ -135,6 +135,12 @@ class Settings(BaseSettings):
                                         "config does not say and whose ONNX graph has a dynamic batch axis "
                                         "(Triton's auto-complete default)")
 
+    # --- grpc ---
+    grpc_port: int = Field(8081, ge=0, le=65535, description="the Open Inference Protocol over gRPC "
+                           "(KServe v2 / Triton's inference.GRPCInferenceService) on host:grpc_port; 0 = off")
+    grpc_max_message_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest gRPC message taken or "
+                                        "sent (RESOURCE_EXHAUSTED past it)")
+
     @model_validator(mode="after")
     def _share_cpus_between_workers(self) -> Settings:
         share = max(1, usable_cpus() // self.http_workers)
