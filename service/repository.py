@@ -15,8 +15,8 @@ import numpy as np
 from . import pbtxt
 from .vision.preprocess import PreprocessConfig
 
-Task = Literal["classify", "detect", "super_resolve"]
-TASKS: tuple[Task, ...] = ("classify", "detect", "super_resolve")
+Task = Literal["classify", "detect", "super_resolve", "segment"]
+TASKS: tuple[Task, ...] = ("classify", "detect", "super_resolve", "segment")
 
 #: Triton data types <-> numpy
 DTYPES: dict[str, np.dtype[Any]] = {
