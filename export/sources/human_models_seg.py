@@ -405,9 +405,11 @@ def segmenter(kind: str) -> LoadedModel:
     card = ModelCard(
         task="segment",
         input_size=parsed.input_hw,
-        resize="stretch",
+        # Letterboxed on black: stretched, the cat and the cup in scikit-image's photos come out
+        # more "person" (chelsea 93% of the pixels vs 71%, coffee 19% vs 14%); people score the same.
+        resize="letterbox",
         labels=LABELS,
-        extra={"segment_kind": "semantic", "output_activation": "none"},
+        extra={"segment_kind": "semantic", "output_activation": "none", "letterbox_pad": "0"},
         provenance=f"{info.provenance}, {info.licence}; TF.js graph models/{info.file}.{{json,bin}} from npm {PACKAGE}",
     )
     return LoadedModel(module=module, card=card)
