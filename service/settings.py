@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     url_fetch_allowlist: list[str] = Field(default_factory=list, description="allowed hostnames")
     url_fetch_timeout_s: float = Field(5.0, gt=0)
 
+    # --- segmentation ---
+    max_mask_pixels: int = Field(16_000_000, gt=0, description="413 when a segmentation answer would hold more "
+                                 "mask pixels than this (image width x height, times 1 + the classes when "
+                                 "probability maps are asked for)")
+
     @model_validator(mode="after")
     def _share_cpus_between_workers(self) -> Settings:
         share = max(1, usable_cpus() // self.http_workers)
