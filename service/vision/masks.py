@@ -42,9 +42,24 @@ def map_box(placement: Placement, input_hw: tuple[int, int], map_hw: tuple[int, 
 
 
 def resample(score_map: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
-    """``float32 [h, w]`` -> ``float32 [size[1], size[0]]``: the ``box`` of the map, bilinear."""
+    """``float32 [h, w]`` -> ``float32 [size[1], size[0]]``: the ``box`` of the map, bilinear.
+
+    Where the box reaches past the map (a centre crop did not show the model those pixels), the
+    nearest edge values are repeated.
+    """
     img = Image.fromarray(np.ascontiguousarray(score_map, dtype=np.float32), mode="F")
-    return np.asarray(img.resize(size, Image.Resampling.BILINEAR, box=box))
+    x0, y0, x1, y1 = box
+    h, w = score_map.shape
+    if x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h:
+        return np.array(img.resize(size, Image.Resampling.BILINEAR, box=box))
+    out_w, out_h = size
+    cx0, cy0, cx1, cy1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))
+    left = min(out_w - 1, max(0, round((cx0 - x0) / (x1 - x0) * out_w)))
+    top = min(out_h - 1, max(0, round((cy0 - y0) / (y1 - y0) * out_h)))
+    right = max(left + 1, min(out_w, round((cx1 - x0) / (x1 - x0) * out_w)))
+    bottom = max(top + 1, min(out_h, round((cy1 - y0) / (y1 - y0) * out_h)))
+    inner = np.array(img.resize((right - left, bottom - top), Image.Resampling.BILINEAR, box=(cx0, cy0, cx1, cy1)))
+    return np.pad(inner, ((top, out_h - bottom), (left, out_w - right)), mode="edge")
 
 
 def to_original(maps: np.ndarray, placement: Placement, input_hw: tuple[int, int]) -> np.ndarray:
