@@ -4,7 +4,8 @@ Gateway: ``visiongate serve`` on a free loopback port serving ``--repository`` (
 ``selfie_segmentation``); ``-c`` client threads POST the benchmark photos (~640x480 JPEG) to
 ``/v1/segment`` and read the JSON (class map PNG in base64).
 In-process: the same work without HTTP: decode + letterbox + onnxruntime + the class map at the
-original size + PNG + base64 (JPEGs decoded DCT-downscaled as the gateway does), ``-c`` threads on one single-threaded session.
+original size + PNG + base64 (JPEGs decoded DCT-downscaled as the gateway does), ``-c`` threads
+on one single-threaded session.
 
 usage: python bench/bench_segment.py --repository model_repository [-c 2] [-d 8]
 """
@@ -34,7 +35,9 @@ from service.vision.preprocess import preprocess, shrink_limit  # noqa: E402
 MODEL = "selfie_segmentation"
 
 
-def closed_loop(work: Callable[[bytes], object], images: Sequence[bytes], threads: int, seconds: float) -> float:
+def closed_loop(
+    work: Callable[[bytes], object], images: Sequence[bytes], threads: int, seconds: float
+) -> float:
     """Images per second with ``threads`` callers looping over ``images`` for ``seconds``."""
     done = [0] * threads
     stop = time.monotonic() + seconds
@@ -66,7 +69,9 @@ def in_process(repository: Path) -> Callable[[bytes], object]:
     assert input_hw is not None
 
     def work(data: bytes) -> object:
-        decoded = decode(data, 40_000_000, shrink_limit=partial(shrink_limit, spec.preprocess))  # as the gateway
+        decoded = decode(
+            data, 40_000_000, shrink_limit=partial(shrink_limit, spec.preprocess)
+        )  # as the gateway
         x, placement = preprocess(decoded.rgb, spec.preprocess, decoded.original_size)
         scores = session.run(["scores"], {"image": x[None]})[0][0]
         ids = masks.class_map(scores, placement, input_hw)
@@ -81,8 +86,9 @@ def gateway(url: str) -> Callable[[bytes], object]:
     def work(data: bytes) -> object:
         client = getattr(local, "client", None) or httpx.Client(timeout=60)
         local.client = client
-        r = client.post(f"{url}/v1/segment", content=data, headers={"content-type": "image/jpeg"},
-                        params={"model": MODEL})
+        r = client.post(
+            f"{url}/v1/segment", content=data, headers={"content-type": "image/jpeg"}, params={"model": MODEL}
+        )
         r.raise_for_status()
         return r.content
 
@@ -90,7 +96,9 @@ def gateway(url: str) -> Callable[[bytes], object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("-c", "--concurrency", type=int, default=os.cpu_count() or 1)
     parser.add_argument("-d", "--duration", type=float, default=8.0)
@@ -98,10 +106,26 @@ def main() -> None:
     images = load_images(64)
     port = 18000 + os.getpid() % 1000
     url = f"http://127.0.0.1:{port}"
-    server = start_server("visiongate", [sys.executable, "-m", "service.cli", "serve", "--no-export", "--host",
-                                         "127.0.0.1", "--port", str(port), "--repository", str(args.repository)],
-                          url, "/readyz", env={"VISIONGATE_LOG_LEVEL": "warning"},
-                          cwd=Path(__file__).resolve().parent.parent)
+    server = start_server(
+        "visiongate",
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--no-export",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--repository",
+            str(args.repository),
+        ],
+        url,
+        "/readyz",
+        env={"VISIONGATE_LOG_LEVEL": "warning"},
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     try:
         via_http = gateway(url)
         closed_loop(via_http, images, args.concurrency, 1.0)  # warm up

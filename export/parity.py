@@ -256,8 +256,8 @@ def check_segmenter(reference: torch.nn.Module, onnx_path: Path, spec: ModelSpec
     max_diff = max(float(np.abs(r - g).max()) for r, g in zip(ref, got, strict=True))
     if spec.param("segment_kind", "semantic") == "instance":
         ious, unpaired, count = _instance_ious(ref, got, spec, score_tolerance)
-        metrics = {"instances": float(count), "unpaired": float(unpaired), "min_mask_iou": min(ious, default=1.0),
-                   "max_abs_diff": max_diff}
+        metrics = {"instances": float(count), "unpaired": float(unpaired),
+                   "min_mask_iou": min(ious, default=1.0), "max_abs_diff": max_diff}
         passed = unpaired == 0 and metrics["min_mask_iou"] >= min_iou
         thresholds = {"unpaired": 0.0, "min_mask_iou": min_iou}
         details: dict[str, Any] = {}
@@ -267,7 +267,8 @@ def check_segmenter(reference: torch.nn.Module, onnx_path: Path, spec: ModelSpec
         found = {p: {labels[c] if c < len(labels) else str(c): round(float(np.mean(g.argmax(0) == c)), 4)
                      for c in np.unique(g.argmax(0)).tolist()} for p, g in zip(photos, got[0], strict=True)}
         metrics = {"min_mask_iou": min(min(v) for v in per_photo.values()),
-                   "pixel_agreement": float(np.mean(ref[0].argmax(1) == got[0].argmax(1))), "max_abs_diff": max_diff}
+                   "pixel_agreement": float(np.mean(ref[0].argmax(1) == got[0].argmax(1))),
+                   "max_abs_diff": max_diff}
         passed = metrics["min_mask_iou"] >= min_iou
         thresholds = {"min_mask_iou": min_iou}
         details = {"onnx_class_fractions": found}

@@ -54,8 +54,9 @@ class SegmentInstance(BaseModel):
     area: int = Field(description="mask pixels")
     mask: dict[str, Any] | list[list[float]] | str = Field(
         description="rle: COCO RLE {size: [h, w], counts: str} (pycocotools' compressed form); "
-                    "polygon: [[x1, y1, x2, y2, ...], ...] outer outlines in pixel corners; "
-                    "png: base64 single-channel PNG of the whole image (255 = instance)")
+        "polygon: [[x1, y1, x2, y2, ...], ...] outer outlines in pixel corners; "
+        "png: base64 single-channel PNG of the whole image (255 = instance)"
+    )
 
 
 class SegmentResult(BaseModel):
@@ -97,8 +98,14 @@ def _label(spec: ModelSpec, c: int) -> str:
     return labels[c] if c < len(labels) else str(c)
 
 
-def _select_indices(boxes: np.ndarray, scores: np.ndarray, score_threshold: float, iou_threshold: float,
-                    limit: int, classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _select_indices(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    score_threshold: float,
+    iou_threshold: float,
+    limit: int,
+    classes: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Like ``vision.detection.select`` but keeping which output row each detection came from:
     (rows ``[K]``, class ids ``[K]``, scores ``[K]``), best first."""
     if classes is not None:
@@ -110,7 +117,7 @@ def _select_indices(boxes: np.ndarray, scores: np.ndarray, score_threshold: floa
         return rows, cls, np.zeros(0, np.float32)
     cand = scores[rows, cls]
     if cand.size > vdet.MAX_CANDIDATES:
-        top = np.argpartition(-cand, vdet.MAX_CANDIDATES - 1)[:vdet.MAX_CANDIDATES]
+        top = np.argpartition(-cand, vdet.MAX_CANDIDATES - 1)[: vdet.MAX_CANDIDATES]
         rows, cls, cand = rows[top], cls[top], cand[top]
     keep = vdet.batched_nms(boxes[rows], cand, cls, iou_threshold, limit=limit)
     return rows[keep], cls[keep], cand[keep]
@@ -128,14 +135,19 @@ class Segmenter:
     def _check(self, spec: ModelSpec, options: SegmentOptions) -> None:
         kind = spec.param("segment_kind", "semantic")
         if kind not in ("semantic", "instance"):
-            raise BackendError(f"model {spec.name!r}: parameters.segment_kind must be semantic or instance, "
-                               f"got {kind!r}")
+            raise BackendError(
+                f"model {spec.name!r}: parameters.segment_kind must be semantic or instance, got {kind!r}"
+            )
         if options.mask_format not in MASK_FORMATS:
-            raise InvalidArgument(f"mask_format must be one of {', '.join(MASK_FORMATS)}, "
-                                  f"got {options.mask_format!r}")
+            raise InvalidArgument(
+                f"mask_format must be one of {', '.join(MASK_FORMATS)}, got {options.mask_format!r}"
+            )
         if options.max_detections is not None and not 1 <= options.max_detections <= MAX_DETECTIONS:
             raise InvalidArgument(f"max_detections must be between 1 and {MAX_DETECTIONS}")
-        for name, value in (("score_threshold", options.score_threshold), ("iou_threshold", options.iou_threshold)):
+        for name, value in (
+            ("score_threshold", options.score_threshold),
+            ("iou_threshold", options.iou_threshold),
+        ):
             if value is not None and not 0.0 <= value <= 1.0:
                 raise InvalidArgument(f"{name} must be between 0 and 1, got {value}")
         if options.polygon_tolerance < 0:
@@ -148,9 +160,12 @@ class Segmenter:
         if pixels > limit:
             what = f"{1 + maps} maps of " if maps else "a mask of "
             raise OutputTooLarge(
-                f"a {width}x{height} image needs {what}{width * height} pixels = {pixels}; the mask output limit "
+                f"a {width}x{height} image needs {what}{width * height} pixels = {pixels}; "
+                f"the mask output limit "
                 f"is {limit} pixels (VISIONGATE_MAX_MASK_PIXELS); send a smaller image"
-                + (" or leave out probabilities" if maps else ""), limit=limit)
+                + (" or leave out probabilities" if maps else ""),
+                limit=limit,
+            )
 
     async def _sizes(self, images: list[bytes], spec: ModelSpec, options: SegmentOptions) -> None:
         loop = asyncio.get_running_loop()
@@ -160,37 +175,72 @@ class Segmenter:
 
     # --- postprocessing ----------------------------------------------------------------------
 
-    def _semantic(self, spec: ModelSpec, p: Prepared, scores: np.ndarray, options: SegmentOptions,
-                  version: int | None) -> Segmentation:
+    def _semantic(
+        self, spec: ModelSpec, p: Prepared, scores: np.ndarray, options: SegmentOptions, version: int | None
+    ) -> Segmentation:
         if scores.ndim != 3:
-            raise BackendError(f"model {spec.name!r}: semantic output must be [N, C, h, w], got "
-                               f"{list(scores.shape)} for one image")
+            raise BackendError(
+                f"model {spec.name!r}: semantic output must be [N, C, h, w], got "
+                f"{list(scores.shape)} for one image"
+            )
         input_hw = spec.preprocess.input_size or p.tensor.shape[:2]
         if spec.param("output_activation", "none") == "softmax" and options.probabilities:
             scores = vmask.softmax(scores.astype(np.float32))
         ids = vmask.class_map(scores, p.placement, input_hw)
         num = scores.shape[0]
         fractions = vmask.class_fractions(ids, num)
-        classes = [SegmentClass(label=_label(spec, c), class_id=c, fraction=round(float(f), 6))
-                   for c, f in enumerate(fractions.tolist()) if f > 0]
+        classes = [
+            SegmentClass(label=_label(spec, c), class_id=c, fraction=round(float(f), 6))
+            for c, f in enumerate(fractions.tolist())
+            if f > 0
+        ]
         probs = None
         if options.probabilities:
             full = vmask.to_original(scores, p.placement, input_hw)
-            probs = [ProbabilityMap(label=_label(spec, c), class_id=c,
-                                    png=vmask.png_base64(np.clip(full[c] * 255 + 0.5, 0, 255).astype(np.uint8)))
-                     for c in range(num)]
+            probs = [
+                ProbabilityMap(
+                    label=_label(spec, c),
+                    class_id=c,
+                    png=vmask.png_base64(np.clip(full[c] * 255 + 0.5, 0, 255).astype(np.uint8)),
+                )
+                for c in range(num)
+            ]
         w, h = p.placement.original_size
-        result = SegmentResult(model=spec.name, version=_version_used(spec, version),
-                               image=ImageSize(width=w, height=h), kind="semantic",
-                               class_map=vmask.png_base64(ids), classes=classes, probabilities=probs)
+        result = SegmentResult(
+            model=spec.name,
+            version=_version_used(spec, version),
+            image=ImageSize(width=w, height=h),
+            kind="semantic",
+            class_map=vmask.png_base64(ids),
+            classes=classes,
+            probabilities=probs,
+        )
         return Segmentation(result, ids, [])
 
-    def _instances(self, spec: ModelSpec, p: Prepared, out: dict[str, np.ndarray], k: int,
-                   options: SegmentOptions, version: int | None) -> Segmentation:
-        score_t = spec.float_param("score_threshold", 0.25) if options.score_threshold is None \
+    def _instances(
+        self,
+        spec: ModelSpec,
+        p: Prepared,
+        out: dict[str, np.ndarray],
+        k: int,
+        options: SegmentOptions,
+        version: int | None,
+    ) -> Segmentation:
+        score_t = (
+            spec.float_param("score_threshold", 0.25)
+            if options.score_threshold is None
             else options.score_threshold
-        iou_t = spec.float_param("iou_threshold", 0.45) if options.iou_threshold is None else options.iou_threshold
-        limit = spec.int_param("max_detections", 100) if options.max_detections is None else options.max_detections
+        )
+        iou_t = (
+            spec.float_param("iou_threshold", 0.45)
+            if options.iou_threshold is None
+            else options.iou_threshold
+        )
+        limit = (
+            spec.int_param("max_detections", 100)
+            if options.max_detections is None
+            else options.max_detections
+        )
         scores = out["scores"][k]
         classes = None
         if options.classes is not None and options.classes.strip():
@@ -205,8 +255,14 @@ class Segmenter:
         if spec.param("head", "yolo_seg") == "pasted":
             found = vmask.pasted_masks(out["masks"][k][rows], p.placement, input_hw, boxes, threshold)
         else:
-            found = vmask.instance_masks(out["mask_coefficients"][k][rows], out["prototypes"][k], boxes,
-                                         p.placement, input_hw, threshold)
+            found = vmask.instance_masks(
+                out["mask_coefficients"][k][rows],
+                out["prototypes"][k],
+                boxes,
+                p.placement,
+                input_hw,
+                threshold,
+            )
         instances = []
         for box, c, s, m in zip(boxes.tolist(), cls.tolist(), conf.tolist(), found, strict=True):
             mask: dict[str, Any] | list[list[float]] | str
@@ -216,16 +272,35 @@ class Segmenter:
                 mask = vmask.polygons(m, options.polygon_tolerance)
             else:
                 mask = vmask.png_base64(m.full())
-            instances.append(SegmentInstance(label=_label(spec, c), class_id=c, score=round(float(s), 6),
-                                             box=[round(v, 2) for v in box], area=m.area, mask=mask))
+            instances.append(
+                SegmentInstance(
+                    label=_label(spec, c),
+                    class_id=c,
+                    score=round(float(s), 6),
+                    box=[round(v, 2) for v in box],
+                    area=m.area,
+                    mask=mask,
+                )
+            )
         w, h = p.placement.original_size
-        result = SegmentResult(model=spec.name, version=_version_used(spec, version),
-                               image=ImageSize(width=w, height=h), kind="instance",
-                               mask_format=options.mask_format, instances=instances)
+        result = SegmentResult(
+            model=spec.name,
+            version=_version_used(spec, version),
+            image=ImageSize(width=w, height=h),
+            kind="instance",
+            mask_format=options.mask_format,
+            instances=instances,
+        )
         return Segmentation(result, None, found)
 
-    def postprocess(self, spec: ModelSpec, prepared: list[Prepared], outputs: dict[str, np.ndarray],
-                    options: SegmentOptions, version: int | None) -> list[Segmentation]:
+    def postprocess(
+        self,
+        spec: ModelSpec,
+        prepared: list[Prepared],
+        outputs: dict[str, np.ndarray],
+        options: SegmentOptions,
+        version: int | None,
+    ) -> list[Segmentation]:
         """Outputs with the batch axis, in image order -> one ``Segmentation`` per image (CPU work:
         run it off the event loop)."""
         if spec.param("segment_kind", "semantic") == "instance":
@@ -238,9 +313,13 @@ class Segmenter:
     def model_for(self, model: str | None) -> ModelSpec:
         return self.service.model_for(model or self.service.default_model("segment"), "segment")
 
-    async def segment_full(self, images: list[bytes], model: str | None = None,
-                           options: SegmentOptions = SegmentOptions(),
-                           version: int | None = None) -> list[Segmentation]:
+    async def segment_full(
+        self,
+        images: list[bytes],
+        model: str | None = None,
+        options: SegmentOptions = SegmentOptions(),
+        version: int | None = None,
+    ) -> list[Segmentation]:
         """Results plus the masks as arrays (batch scoring writes them out)."""
         spec = self.model_for(model)
         self._check(spec, options)
@@ -248,14 +327,24 @@ class Segmenter:
         prepared, outputs = await self.service.prepare_and_run(spec, images, version)
         return await self.service.run_blocking(self.postprocess, spec, prepared, outputs, options, version)
 
-    async def segment(self, images: list[bytes], model: str | None = None,
-                      options: SegmentOptions = SegmentOptions(), version: int | None = None) -> list[SegmentResult]:
+    async def segment(
+        self,
+        images: list[bytes],
+        model: str | None = None,
+        options: SegmentOptions = SegmentOptions(),
+        version: int | None = None,
+    ) -> list[SegmentResult]:
         """One ``SegmentResult`` per image, masks in the caller's original (upright) pixels."""
         return [s.result for s in await self.segment_full(images, model, options, version)]
 
-    async def segment_annotated(self, image: bytes, model: str | None = None,
-                                options: SegmentOptions = SegmentOptions(), version: int | None = None,
-                                image_format: ImageFormat = "png") -> tuple[SegmentResult, bytes]:
+    async def segment_annotated(
+        self,
+        image: bytes,
+        model: str | None = None,
+        options: SegmentOptions = SegmentOptions(),
+        version: int | None = None,
+        image_format: ImageFormat = "png",
+    ) -> tuple[SegmentResult, bytes]:
         """Segment one image and paint its masks on it (semi-transparent, with a legend)."""
         spec = self.model_for(model)
         self._check(spec, options)

@@ -30,8 +30,12 @@ def segment_repository(tmp: Path) -> Path:
         return repo
     if importlib.util.find_spec("torch") is None:
         pytest.skip(f"{shared} is missing and torch is not installed to export it")
-    done = subprocess.run([sys.executable, "-m", "service.cli", "export", SELFIE, "--no-progress",
-                           "--repository", str(repo)], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "export", SELFIE, "--no-progress", "--repository", str(repo)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if done.returncode != 0:
         if "deploy/fetch-human-models.sh" in done.stderr:
             pytest.skip(f"the selfie graph is not fetched: {done.stderr.strip().splitlines()[-1]}")

@@ -50,10 +50,18 @@ class GraphInfo:
 
 
 GRAPHS = {
-    "selfie": GraphInfo("selfie", "selfie_segmentation",
-                        "MediaPipe Selfie Segmentation (general, 256x256)", "Apache-2.0 (MediaPipe)"),
-    "meet": GraphInfo("meet", "meet_segmentation",
-                      "Google Meet segmentation (landscape, 144x256)", "no licence stated by Google's model card"),
+    "selfie": GraphInfo(
+        "selfie",
+        "selfie_segmentation",
+        "MediaPipe Selfie Segmentation (general, 256x256)",
+        "Apache-2.0 (MediaPipe)",
+    ),
+    "meet": GraphInfo(
+        "meet",
+        "meet_segmentation",
+        "Google Meet segmentation (landscape, 144x256)",
+        "no licence stated by Google's model card",
+    ),
 }
 
 
@@ -71,7 +79,8 @@ class HumanModelsNotInstalled(WeightsNotInstalled):
 
 
 def weights_dir() -> Path:
-    """``$VISIONGATE_HUMAN_MODELS_DIR``, else ``$VISIONGATE_NANODET_DIR`` (the same package), else the cache."""
+    """``$VISIONGATE_HUMAN_MODELS_DIR``, else ``$VISIONGATE_NANODET_DIR`` (the same package), else the
+    cache folder."""
     chosen = os.environ.get(ENV_DIR) or os.environ.get("VISIONGATE_NANODET_DIR") or DEFAULT_DIR
     return Path(chosen).expanduser()
 
@@ -252,7 +261,7 @@ def _torch_op(op: str, args: list[torch.Tensor], a: dict[str, Any]) -> torch.Ten
         full = F.conv_transpose2d(x.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1), stride=(sh, sw))
         top = same_padding(oh, kh, sh)[0] if a["padding"] == "SAME" else 0
         left = same_padding(ow, kw, sw)[0] if a["padding"] == "SAME" else 0
-        return full[:, :, top:top + oh, left:left + ow].permute(0, 2, 3, 1)
+        return full[:, :, top : top + oh, left : left + ow].permute(0, 2, 3, 1)
     if op == "AvgPool":
         if a["padding"] != "VALID":
             raise ValueError("only VALID AvgPool is supported")
@@ -278,8 +287,11 @@ def _torch_op(op: str, args: list[torch.Tensor], a: dict[str, Any]) -> torch.Ten
         return torch.sigmoid(args[0])
     if op == "Reshape":  # graphs converted for batch 1: keep the caller's batch
         shape = a["shape"]
-        return args[0].reshape(args[0].shape[0], *shape[1:]) if shape[0] in (1, -1) and len(shape) > 2 \
+        return (
+            args[0].reshape(args[0].shape[0], *shape[1:])
+            if shape[0] in (1, -1) and len(shape) > 2
             else args[0].reshape(-1, *shape[1:])
+        )
     if op == "MatMul":
         return args[0] @ args[1]
     if op == "ConcatV2":
@@ -328,10 +340,10 @@ def _np_op(op: str, args: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
         full = np.zeros((n, (ih - 1) * sh + kh, (iw - 1) * sw + kw, cout), x.dtype)
         for i in range(kh):  # every input pixel scatters kernel tap (i, j) to output (y*s + i, x*s + j)
             for j in range(kw):
-                full[:, i:i + (ih - 1) * sh + 1:sh, j:j + (iw - 1) * sw + 1:sw] += x @ w[i, j].T
+                full[:, i : i + (ih - 1) * sh + 1 : sh, j : j + (iw - 1) * sw + 1 : sw] += x @ w[i, j].T
         top = same_padding(oh, kh, sh)[0] if a["padding"] == "SAME" else 0
         left = same_padding(ow, kw, sw)[0] if a["padding"] == "SAME" else 0
-        return full[:, top:top + oh, left:left + ow]
+        return full[:, top : top + oh, left : left + ow]
     if op == "AvgPool":
         (kh, kw), (sh, sw) = a["kernel"], a["stride"]
         win = np.lib.stride_tricks.sliding_window_view(args[0], (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
@@ -415,7 +427,8 @@ def segmenter(kind: str) -> LoadedModel:
         resize="letterbox",
         labels=LABELS,
         extra={"segment_kind": "semantic", "output_activation": "none", "letterbox_pad": "0"},
-        provenance=f"{info.provenance}, {info.licence}; TF.js graph models/{info.file}.{{json,bin}} from npm {PACKAGE}",
+        provenance=f"{info.provenance}, {info.licence}; TF.js graph models/{info.file}.{{json,bin}} "
+        f"from npm {PACKAGE}",
     )
     return LoadedModel(module=module, card=card)
 

@@ -70,8 +70,8 @@ async def _segment(service: InferenceService, opts: TaskOptions, data: bytes) ->
     from ..segmentation import Segmenter, SegmentOptions
     from ..vision.masks import encode_rle
 
-    (seg,) = await Segmenter(service).segment_full([data], opts.model,
-                                                   SegmentOptions(score_threshold=opts.score_threshold), opts.version)
+    options = SegmentOptions(score_threshold=opts.score_threshold)
+    (seg,) = await Segmenter(service).segment_full([data], opts.model, options, opts.version)
     record = seg.result.model_dump(mode="json", exclude_none=True)
     if seg.class_ids is not None:
         record.pop("class_map", None)

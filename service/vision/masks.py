@@ -30,18 +30,28 @@ from .preprocess import Placement
 # --- placement inverse ---------------------------------------------------------------------------
 
 
-def map_box(placement: Placement, input_hw: tuple[int, int], map_hw: tuple[int, int],
-            region: tuple[int, int, int, int] | None = None) -> tuple[float, float, float, float]:
+def map_box(
+    placement: Placement,
+    input_hw: tuple[int, int],
+    map_hw: tuple[int, int],
+    region: tuple[int, int, int, int] | None = None,
+) -> tuple[float, float, float, float]:
     """The rectangle of a map ``[h, w]`` over a network input ``input_hw`` that covers ``region``
     (x0, y0, x1, y1 in original pixels; default the whole image), in map pixel units."""
     ow, oh = placement.original_size
     x0, y0, x1, y1 = region if region is not None else (0, 0, ow, oh)
     fx, fy = map_hw[1] / input_hw[1], map_hw[0] / input_hw[0]
-    return ((placement.offset_x + x0 * placement.scale_x) * fx, (placement.offset_y + y0 * placement.scale_y) * fy,
-            (placement.offset_x + x1 * placement.scale_x) * fx, (placement.offset_y + y1 * placement.scale_y) * fy)
+    return (
+        (placement.offset_x + x0 * placement.scale_x) * fx,
+        (placement.offset_y + y0 * placement.scale_y) * fy,
+        (placement.offset_x + x1 * placement.scale_x) * fx,
+        (placement.offset_y + y1 * placement.scale_y) * fy,
+    )
 
 
-def resample(score_map: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
+def resample(
+    score_map: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int]
+) -> np.ndarray:
     """``float32 [h, w]`` -> ``float32 [size[1], size[0]]``: the ``box`` of the map, bilinear.
 
     Where the box reaches past the map (a centre crop did not show the model those pixels), the
@@ -58,7 +68,9 @@ def resample(score_map: np.ndarray, box: tuple[float, float, float, float], size
     top = min(out_h - 1, max(0, round((cy0 - y0) / (y1 - y0) * out_h)))
     right = max(left + 1, min(out_w, round((cx1 - x0) / (x1 - x0) * out_w)))
     bottom = max(top + 1, min(out_h, round((cy1 - y0) / (y1 - y0) * out_h)))
-    inner = np.array(img.resize((right - left, bottom - top), Image.Resampling.BILINEAR, box=(cx0, cy0, cx1, cy1)))
+    inner = np.array(
+        img.resize((right - left, bottom - top), Image.Resampling.BILINEAR, box=(cx0, cy0, cx1, cy1))
+    )
     return np.pad(inner, ((top, out_h - bottom), (left, out_w - right)), mode="edge")
 
 
@@ -116,7 +128,7 @@ class InstanceMask:
         """``bool [H, W]`` over the whole image."""
         w, h = self.size
         out = np.zeros((h, w), dtype=bool)
-        out[self.y0:self.y0 + self.crop.shape[0], self.x0:self.x0 + self.crop.shape[1]] = self.crop
+        out[self.y0 : self.y0 + self.crop.shape[0], self.x0 : self.x0 + self.crop.shape[1]] = self.crop
         return out
 
     @property
@@ -132,15 +144,23 @@ def pixel_box(box: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, in
     return x0, y0, x1, y1
 
 
-def instance_masks(coefficients: np.ndarray, prototypes: np.ndarray, boxes: np.ndarray, placement: Placement,
-                   input_hw: tuple[int, int], threshold: float = 0.5) -> list[InstanceMask]:
+def instance_masks(
+    coefficients: np.ndarray,
+    prototypes: np.ndarray,
+    boxes: np.ndarray,
+    placement: Placement,
+    input_hw: tuple[int, int],
+    threshold: float = 0.5,
+) -> list[InstanceMask]:
     """YOLOv8-seg masks: ``coefficients [K, P]`` x ``prototypes [P, h, w]`` -> per instance the
     sigmoid mask resampled to original pixels inside its box (``boxes [K, 4]`` xyxy, original
     pixels), thresholded. Outside the box the mask is empty, as in YOLOv8."""
     if len(coefficients) == 0:
         return []
     p, h, w = prototypes.shape
-    logits = (coefficients.astype(np.float32) @ prototypes.reshape(p, -1).astype(np.float32)).reshape(-1, h, w)
+    logits = (coefficients.astype(np.float32) @ prototypes.reshape(p, -1).astype(np.float32)).reshape(
+        -1, h, w
+    )
     cut = float(np.log(threshold / (1 - threshold)))  # sigmoid(x) > t  <=>  x > logit(t)
     out = []
     for k, box in enumerate(boxes):
@@ -158,8 +178,13 @@ def instance_masks(coefficients: np.ndarray, prototypes: np.ndarray, boxes: np.n
     return out
 
 
-def pasted_masks(masks: np.ndarray, placement: Placement, input_hw: tuple[int, int], boxes: np.ndarray,
-                 threshold: float = 0.5) -> list[InstanceMask]:
+def pasted_masks(
+    masks: np.ndarray,
+    placement: Placement,
+    input_hw: tuple[int, int],
+    boxes: np.ndarray,
+    threshold: float = 0.5,
+) -> list[InstanceMask]:
     """Masks already pasted over the network input (Mask R-CNN style, ``[K, h, w]`` probabilities)
     -> the same ``InstanceMask`` crops as ``instance_masks``."""
     out = []
@@ -169,8 +194,11 @@ def pasted_masks(masks: np.ndarray, placement: Placement, input_hw: tuple[int, i
             out.append(InstanceMask(np.zeros((0, 0), bool), x0, y0, placement.original_size))
             continue
         region = map_box(placement, input_hw, masks.shape[1:3], (x0, y0, x1, y1))
-        out.append(InstanceMask(resample(masks[k], region, (x1 - x0, y1 - y0)) > threshold, x0, y0,
-                                placement.original_size))
+        out.append(
+            InstanceMask(
+                resample(masks[k], region, (x1 - x0, y1 - y0)) > threshold, x0, y0, placement.original_size
+            )
+        )
     return out
 
 
@@ -287,7 +315,7 @@ def _boundary_edges(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     ys, xs, ds = [], [], []
     for d, (dy, dx, sx, sy) in enumerate(((-1, 0, 0, 0), (0, 1, 1, 0), (1, 0, 1, 1), (0, -1, 0, 1))):
         # d: 0 top side (goes right), 1 right side (down), 2 bottom side (left), 3 left side (up)
-        neighbour = m[1 + dy:m.shape[0] - 1 + dy, 1 + dx:m.shape[1] - 1 + dx]
+        neighbour = m[1 + dy : m.shape[0] - 1 + dy, 1 + dx : m.shape[1] - 1 + dx]
         y, x = np.nonzero(inner & ~neighbour)
         ys.append(y + sy)
         xs.append(x + sx)
@@ -352,7 +380,7 @@ def _simplify(ring: np.ndarray, tolerance: float) -> np.ndarray:
             continue
         p, q = closed[a], closed[b]
         seg = q - p
-        pts = closed[a + 1:b] - p
+        pts = closed[a + 1 : b] - p
         length = float(np.hypot(*seg))
         dist = np.abs(seg[0] * pts[:, 1] - seg[1] * pts[:, 0]) / length if length else np.hypot(*pts.T)
         i = int(np.argmax(dist))
@@ -363,7 +391,9 @@ def _simplify(ring: np.ndarray, tolerance: float) -> np.ndarray:
     return out if len(out) >= 3 else ring
 
 
-def polygons(mask: InstanceMask | np.ndarray, tolerance: float = 1.0, min_area: float = 1.0) -> list[list[float]]:
+def polygons(
+    mask: InstanceMask | np.ndarray, tolerance: float = 1.0, min_area: float = 1.0
+) -> list[list[float]]:
     """Outer outlines of a mask as COCO polygons ``[[x1, y1, x2, y2, ...], ...]`` in original
     pixels (pixel corners: a lone pixel at (x, y) is the square (x, y)-(x+1, y+1)), simplified to
     within ``tolerance`` pixels, biggest first. Holes are not described (COCO polygons cannot)."""
@@ -409,8 +439,12 @@ def colour(class_id: int) -> tuple[int, int, int]:
     return PALETTE[int(class_id) % len(PALETTE)]
 
 
-def overlay(pixels: np.ndarray, layers: Sequence[tuple[np.ndarray | InstanceMask, int]],
-            legend: Sequence[tuple[str, int]], alpha: float = 0.5) -> np.ndarray:
+def overlay(
+    pixels: np.ndarray,
+    layers: Sequence[tuple[np.ndarray | InstanceMask, int]],
+    legend: Sequence[tuple[str, int]],
+    alpha: float = 0.5,
+) -> np.ndarray:
     """The photo with masks blended in (``alpha`` of the class colour) and a legend in the corner.
 
     ``layers``: (mask ``bool [H, W]`` or an ``InstanceMask``, class id) painted in order;
@@ -420,7 +454,7 @@ def overlay(pixels: np.ndarray, layers: Sequence[tuple[np.ndarray | InstanceMask
     for mask, cid in layers:
         if isinstance(mask, InstanceMask):
             crop = mask.crop
-            view = out[mask.y0:mask.y0 + crop.shape[0], mask.x0:mask.x0 + crop.shape[1]]
+            view = out[mask.y0 : mask.y0 + crop.shape[0], mask.x0 : mask.x0 + crop.shape[1]]
         else:
             crop, view = mask, out
         if crop.size:

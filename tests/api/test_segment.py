@@ -12,7 +12,6 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-
 from segment_models import SELFIE, segment_repository
 from support import encode, photo, running_gateway
 
@@ -29,8 +28,9 @@ def gw(repo: Path) -> Iterator[str]:
     yield from running_gateway(repo)
 
 
-def segment(gw: str, body: bytes, content_type: str = "image/jpeg", accept: str | None = None,
-            **params: object) -> httpx.Response:
+def segment(
+    gw: str, body: bytes, content_type: str = "image/jpeg", accept: str | None = None, **params: object
+) -> httpx.Response:
     headers = {"content-type": content_type, **({"accept": accept} if accept else {})}
     return httpx.post(f"{gw}/v1/segment", content=body, headers=headers, params=params, timeout=60)
 
@@ -107,7 +107,10 @@ def test_probability_maps_only_when_asked(gw: str) -> None:
     jpeg = encode(photo("astronaut"), quality=92)
     assert segment(gw, jpeg).json()["probabilities"] is None
     body = segment(gw, jpeg, probabilities="true").json()
-    maps = {p["label"]: np.asarray(Image.open(io.BytesIO(base64.b64decode(p["png"])))) for p in body["probabilities"]}
+    maps = {
+        p["label"]: np.asarray(Image.open(io.BytesIO(base64.b64decode(p["png"]))))
+        for p in body["probabilities"]
+    }
     assert set(maps) == {"background", "person"}
     total = maps["background"].astype(int) + maps["person"]
     assert np.abs(total - 255).max() <= 2  # two probabilities that add up to one
@@ -117,12 +120,16 @@ def test_probability_maps_only_when_asked(gw: str) -> None:
 def test_every_way_of_sending_images_and_lists(gw: str) -> None:
     jpeg = encode(photo("camera"), quality=90)
     one = segment(gw, jpeg).json()
-    files = [("file", ("a.jpg", jpeg, "image/jpeg")), ("file", ("b.png", encode(photo("rocket"), "PNG"), "image/png"))]
+    files = [
+        ("file", ("a.jpg", jpeg, "image/jpeg")),
+        ("file", ("b.png", encode(photo("rocket"), "PNG"), "image/png")),
+    ]
     two = httpx.post(f"{gw}/v1/segment", files=files, timeout=60).json()
     assert isinstance(two, list) and len(two) == 2
     assert (class_map(two[0]) == class_map(one)).all()
-    as_json = httpx.post(f"{gw}/v1/segment", timeout=60,
-                         json={"images": [base64.b64encode(jpeg).decode()]}).json()
+    as_json = httpx.post(
+        f"{gw}/v1/segment", timeout=60, json={"images": [base64.b64encode(jpeg).decode()]}
+    ).json()
     assert isinstance(as_json, list) and (class_map(as_json[0]) == class_map(one)).all()
 
 
@@ -140,11 +147,14 @@ def test_annotated_answer_is_the_photo_with_the_mask_painted(gw: str) -> None:
     assert jpeg.headers["content-type"] == "image/jpeg" and jpeg.headers["X-Segment-Count"] == "2"
 
 
-@pytest.mark.parametrize("params,fragment", [
-    ({"mask_format": "svg"}, "mask_format"),
-    ({"model": "no_such_model"}, "no_such_model"),
-    ({"polygon_tolerance": "-1"}, "polygon_tolerance"),
-])
+@pytest.mark.parametrize(
+    "params,fragment",
+    [
+        ({"mask_format": "svg"}, "mask_format"),
+        ({"model": "no_such_model"}, "no_such_model"),
+        ({"polygon_tolerance": "-1"}, "polygon_tolerance"),
+    ],
+)
 def test_bad_parameters_are_400s_that_say_what(gw: str, params: dict[str, str], fragment: str) -> None:
     r = segment(gw, encode(photo("camera")), **params)
     assert r.status_code in (400, 404), r.text

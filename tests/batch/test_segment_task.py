@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from batch_photos import ok, records
+from PIL import Image
 from segment_models import ROOT, segment_repository
+from support import encode, photo
+
 from service.batch.cli import main
 from service.vision.masks import decode_rle
-from support import encode, photo
 
 
 def test_segment_records_hold_rle_masks_once(tmp_path: Path) -> None:
@@ -21,8 +21,17 @@ def test_segment_records_hold_rle_masks_once(tmp_path: Path) -> None:
     (src / "astronaut.jpg").write_bytes(encode(photo("astronaut"), quality=92))
     (src / "rocket.png").write_bytes(encode(photo("rocket"), "PNG"))
     (src / "broken.jpg").write_bytes(b"not an image")
-    args = [str(src), "--task", "segment", "--out", str(tmp_path / "out"), "--repository", str(repo),
-            "--progress", "none"]
+    args = [
+        str(src),
+        "--task",
+        "segment",
+        "--out",
+        str(tmp_path / "out"),
+        "--repository",
+        str(repo),
+        "--progress",
+        "none",
+    ]
     assert main(args) == 0
     got = records(tmp_path / "out")
     person = decode_rle(ok(got["astronaut.jpg"])["masks"]["person"])

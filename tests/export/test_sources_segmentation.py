@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from segment_models import SELFIE, segment_repository
 from support import photo
 
@@ -51,7 +50,9 @@ def test_onnx_matches_the_numpy_tf_reference(repo: Path, parsed, name: str) -> N
 
     x = network_input(name)
     expected = hm.person_probabilities(hm.run_reference(parsed, x[None].astype(np.float32) / 255))[0]
-    session = ort.InferenceSession(str(repo / SELFIE / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(repo / SELFIE / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     got = session.run(["scores"], {"image": x[None]})[0][0]
     assert got.shape == expected.shape == (2, 256, 256)
     want, have = expected[1] > 0.5, got[1] > 0.5
@@ -73,7 +74,9 @@ def test_the_reference_finds_people_and_not_the_rocket(parsed) -> None:  # type:
     from export.sources import human_models_seg as hm
 
     for name, low, high in (("astronaut", 0.4, 0.7), ("camera", 0.2, 0.5), ("rocket", 0.0, 0.01)):
-        p = hm.person_probabilities(hm.run_reference(parsed, network_input(name)[None].astype(np.float32) / 255))
+        p = hm.person_probabilities(
+            hm.run_reference(parsed, network_input(name)[None].astype(np.float32) / 255)
+        )
         assert low <= (p[0, 1] > 0.5).mean() <= high, name
 
 
@@ -90,7 +93,7 @@ def test_missing_files_name_the_fetch_script(tmp_path: Path, monkeypatch: pytest
     from export.sources.errors import WeightsNotInstalled
 
     monkeypatch.setenv(hm.ENV_DIR, str(tmp_path))
-    with pytest.raises(WeightsNotInstalled, match="deploy/fetch-human-models.sh"):
+    with pytest.raises(WeightsNotInstalled, match=r"deploy/fetch-human-models\.sh"):
         hm.selfie_segmentation()
 
 
@@ -101,7 +104,20 @@ def test_export_defaults_skips_the_npm_model_when_its_files_are_missing(tmp_path
 
     env = {**os.environ, "VISIONGATE_HUMAN_MODELS_DIR": str(tmp_path / "none"), "VISIONGATE_NANODET_DIR": ""}
     root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-m", "service.cli", "export", "selfie_segmentation", "--no-progress",
-                           "--repository", str(tmp_path / "repo")], capture_output=True, text=True, env=env,
-                          cwd=root)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "export",
+            "selfie_segmentation",
+            "--no-progress",
+            "--repository",
+            str(tmp_path / "repo"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+    )
     assert done.returncode == 1 and "fetch-human-models.sh" in done.stderr

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import photo
 
 from service.vision import masks as vm
-from service.vision.preprocess import PreprocessConfig, Placement, preprocess
-from support import photo
+from service.vision.preprocess import Placement, PreprocessConfig, preprocess
 
 rng = np.random.default_rng(7)
 
@@ -47,7 +47,6 @@ def test_rle_matches_pycocotools() -> None:
 
 def test_rle_of_a_real_person_mask_is_small_and_exact() -> None:
     from PIL import Image
-
     from segment_models import ROOT
 
     with Image.open(ROOT / "tests/data/astronaut_person_mask.png") as img:
@@ -91,7 +90,7 @@ def test_polygons_without_simplification_are_exact_outlines() -> None:
 
 def test_blobs_without_holes_round_trip_through_polygons() -> None:
     yy, xx = np.mgrid[:100, :120]
-    blobs = ((xx - 50) ** 2 + (yy - 40) ** 2 < 30 ** 2) | ((xx - 100) ** 2 + (yy - 80) ** 2 < 10 ** 2)
+    blobs = ((xx - 50) ** 2 + (yy - 40) ** 2 < 30**2) | ((xx - 100) ** 2 + (yy - 80) ** 2 < 10**2)
     exact = vm.polygons(blobs, tolerance=0)
     assert len(exact) == 2 and (inside(exact, 100, 120) == blobs).all()
     simple = vm.polygons(blobs, tolerance=1.0)
@@ -102,7 +101,10 @@ def test_blobs_without_holes_round_trip_through_polygons() -> None:
 
 def test_pixels_touching_at_a_corner_are_separate_polygons() -> None:
     polys = vm.polygons(np.array([[1, 0], [0, 1]], bool), tolerance=0)
-    assert sorted(polys) == [[1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0], [2.0, 1.0, 2.0, 2.0, 1.0, 2.0, 1.0, 1.0]]
+    assert sorted(polys) == [
+        [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0],
+        [2.0, 1.0, 2.0, 2.0, 1.0, 2.0, 1.0, 1.0],
+    ]
 
 
 def test_polygons_of_an_instance_are_in_image_pixels() -> None:
@@ -129,12 +131,14 @@ def test_maps_come_back_to_the_original_pixels(resize: str) -> None:
         assert ((ids == 1) & square).sum() / square.sum() > 0.9
         far = np.ones_like(square)
         t = int(np.ceil(tolerance))
-        far[max(0, 100 - t):200 + t, max(0, 200 - t):300 + t] = False
+        far[max(0, 100 - t) : 200 + t, max(0, 200 - t) : 300 + t] = False
         assert not (ids == 1)[far].any()
 
 
 def test_letterbox_padding_never_leaks_into_the_image() -> None:
-    placement = Placement(0.5, 0.5, 0.0, 14.0, (200, 100))  # 200x100 -> 100x50 at y 14 in 100x78... as letterbox
+    placement = Placement(
+        0.5, 0.5, 0.0, 14.0, (200, 100)
+    )  # 200x100 -> 100x50 at y 14 in 100x78... as letterbox
     maps = np.zeros((2, 78, 100), np.float32)
     maps[1, :14] = maps[1, 64:] = 1.0  # "class 1" only in the padding bands
     maps[0] = 1 - maps[1]
