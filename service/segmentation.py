@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from .errors import BackendError, InvalidArgument, OutputTooLarge
-from .inference import MAX_DETECTIONS, InferenceService, Prepared, image_size, prepare_full
+from .inference import MAX_DETECTIONS, InferenceService, Prepared, image_size
 from .repository import ModelSpec
 from .schemas import ImageSize
 from .vision import detection as vdet
@@ -208,7 +208,7 @@ class Segmenter:
         w, h = p.placement.original_size
         result = SegmentResult(
             model=spec.name,
-            version=_version_used(spec, version),
+            version=version,
             image=ImageSize(width=w, height=h),
             kind="semantic",
             class_map=vmask.png_base64(ids),
@@ -285,7 +285,7 @@ class Segmenter:
         w, h = p.placement.original_size
         result = SegmentResult(
             model=spec.name,
-            version=_version_used(spec, version),
+            version=version,
             image=ImageSize(width=w, height=h),
             kind="instance",
             mask_format=options.mask_format,
@@ -324,8 +324,8 @@ class Segmenter:
         spec = self.model_for(model)
         self._check(spec, options)
         await self._sizes(images, spec, options)
-        prepared, outputs = await self.service.prepare_and_run(spec, images, version)
-        return await self.service.run_blocking(self.postprocess, spec, prepared, outputs, options, version)
+        prepared, outputs, used = await self.service.prepare_and_run(spec, images, version)
+        return await self.service.run_blocking(self.postprocess, spec, prepared, outputs, options, used)
 
     async def segment(
         self,
@@ -350,11 +350,10 @@ class Segmenter:
         self._check(spec, options)
         await self._sizes([image], spec, options)
         loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(self.service.executor, prepare_full, image, spec, self.settings)
-        outputs = await self.service.run(spec, [prepared.tensor], version)
+        (prepared,), outputs, used = await self.service.prepare_and_run(spec, [image], version, full=True)
 
         def render() -> tuple[SegmentResult, bytes]:
-            (seg,) = self.postprocess(spec, [prepared], outputs, options, version)
+            (seg,) = self.postprocess(spec, [prepared], outputs, options, used)
             drawn = vmask.overlay(prepared.decoded.rgb, *_layers(spec, seg))
             return seg.result, encode(drawn, image_format)
 
@@ -382,7 +381,3 @@ def _layers(spec: ModelSpec, seg: Segmentation) -> tuple[list[tuple[Any, int]], 
     layers = [(m, i.class_id) for m, i in zip(seg.instance_masks, instances, strict=True)]
     legend = [(f"{i.label} {i.score:.2f}", i.class_id) for i in instances]
     return layers, legend
-
-
-def _version_used(spec: ModelSpec, version: int | None) -> int | None:
-    return version if version is not None else (max(spec.versions) if spec.versions else None)
