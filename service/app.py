@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__
-from .api import classify, detect, health, models, super_resolve
+from .api import classify, detect, health, models, segment, super_resolve
 from .api import ui
 from .api import v2 as oip_v2
 from .backends.base import Backend
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(classify.router)
     app.include_router(detect.router)
     app.include_router(super_resolve.router)
+    app.include_router(segment.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(oip_v2.router)

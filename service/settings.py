@@ -141,6 +141,11 @@ class Settings(BaseSettings):
     grpc_max_message_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest gRPC message taken or "
                                         "sent (RESOURCE_EXHAUSTED past it)")
 
+    # --- segmentation ---
+    max_mask_pixels: int = Field(16_000_000, gt=0, description="413 when a segmentation answer would hold more "
+                                 "mask pixels than this (image width x height, times 1 + the classes when "
+                                 "probability maps are asked for)")
+
     @model_validator(mode="after")
     def _share_cpus_between_workers(self) -> Settings:
         share = max(1, usable_cpus() // self.http_workers)
