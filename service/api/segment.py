@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from ..errors import InvalidArgument, error_responses
 from ..inference import MAX_DETECTIONS
+from .routing import inference_route
 from ..segmentation import Segmenter, SegmentOptions, SegmentResult
 from ..vision.encode import MEDIA_TYPES, ImageFormat, format_from_accept
 from .deps import ServiceDep, SettingsDep
@@ -33,6 +34,7 @@ router = APIRouter(tags=["tasks"])
         200: {"content": {"image/png": {}, "image/jpeg": {}}},
     },
 )
+@inference_route("segment")
 async def segment(
     request: Request,
     service: ServiceDep,
@@ -56,7 +58,7 @@ async def segment(
     options = SegmentOptions(
         mask_format, probabilities, score_threshold, iou_threshold, max_detections, classes, polygon_tolerance
     )
-    segmenter = getattr(service, "segmenter", None) or Segmenter(service)
+    segmenter = Segmenter(service)
     image_format = format_from_accept(request.headers.get("accept"))
     if annotated or image_format is not None:
         if len(images) > 1:

@@ -27,7 +27,7 @@ from .deps import ServiceDep, SettingsDep
 from .images import read_body
 from .routing import inference_route
 
-EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository",
+EXTENSIONS = ["binary_tensor_data", "classification", "encoded_images", "model_configuration", "model_repository",
               "statistics"]
 
 

@@ -44,7 +44,7 @@ from .status import to_grpc
 T = TypeVar("T")
 SERVICE = "inference.GRPCInferenceService"
 #: the server metadata's extensions: REST's, plus encoded images (a BYTES image input, see ``oip``)
-EXTENSIONS = [*rest_v2.EXTENSIONS, "encoded_images"]
+EXTENSIONS = rest_v2.EXTENSIONS
 
 
 def _version(raw: str) -> int | None:
