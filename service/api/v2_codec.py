@@ -212,10 +212,10 @@ def classification_strings(values: np.ndarray, k: int, labels: tuple[str, ...] |
         order = np.argsort(-row.astype(np.float64), kind="stable")[:k]
         strings = []
         for i in order:
-            s = f"{float(row[i]):f}:{int(i)}"
+            text = f"{float(row[i]):f}:{int(i)}"
             if labels is not None and i < len(labels):
-                s += f":{labels[i]}"
-            strings.append(s.encode())
+                text += f":{labels[i]}"
+            strings.append(text.encode())
         out.append(strings)
     arr = np.empty((len(out), k), dtype=np.object_)
     for r, strings in enumerate(out):
