@@ -216,6 +216,18 @@ def cpu_delta(a: tuple[float, int, int, float], b: tuple[float, int, int, float]
             "foreign_pct": round(max(0.0, busy - srv - me) / HZ / dt / NCPU * 100, 1)}
 
 
+def wait_quiet(max_wait_s: float, max_pct: float) -> float:
+    """Wait (up to ``max_wait_s``) until other processes use under ``max_pct`` % of all cores over a
+    2 s sample; the last sample's foreign %."""
+    end = time.monotonic() + max_wait_s
+    while True:
+        a = cpu_snapshot(None)
+        time.sleep(2.0)
+        f = cpu_delta(a, cpu_snapshot(None))["foreign_pct"]
+        if f < max_pct or time.monotonic() > end:
+            return f
+
+
 # ---------------------------------------------------------------- load
 @dataclass
 class Point:
@@ -269,7 +281,7 @@ async def closed_loop(label: str, send: Send, payloads: Sequence[bytes], concurr
                 s = time.perf_counter()
                 try:
                     await send(data)
-                except Exception as exc:  # noqa: BLE001 - every failure is counted
+                except Exception as exc:
                     if phase == "measure":
                         errors += 1
                         last_error = repr(exc)[:200]
