@@ -140,10 +140,9 @@ def start_server(name: str, cmd: Sequence[str], base_url: str, ready_path: str, 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with {proc.returncode}:\n{server.tail()}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(base_url + ready_path, timeout=2) as r:
-                if r.status == 200:
-                    return server
+        with contextlib.suppress(OSError), urllib.request.urlopen(base_url + ready_path, timeout=2) as r:
+            if r.status == 200:
+                return server
         time.sleep(0.3)
     server.stop()
     raise RuntimeError(f"{name} not ready after {timeout_s:g} s:\n{server.tail()}")
@@ -273,7 +272,7 @@ async def closed_loop(label: str, send: Send, payloads: Sequence[bytes], concurr
         t0 = time.perf_counter()
         end = t0 + secs
 
-        async def worker() -> None:
+        async def worker(end: float = end, measuring: bool = phase == "measure") -> None:
             nonlocal nxt, errors, last_error
             while time.perf_counter() < end:
                 data = payloads[nxt % len(payloads)]
@@ -281,13 +280,13 @@ async def closed_loop(label: str, send: Send, payloads: Sequence[bytes], concurr
                 s = time.perf_counter()
                 try:
                     await send(data)
-                except Exception as exc:
-                    if phase == "measure":
+                except Exception as exc:  # every failure is counted
+                    if measuring:
                         errors += 1
                         last_error = repr(exc)[:200]
                     await asyncio.sleep(0.01)
                     continue
-                if phase == "measure":
+                if measuring:
                     lat.append(time.perf_counter() - s)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -347,7 +346,7 @@ def table(rows: Sequence[dict[str, object]], cols: Sequence[tuple[str, str]]) ->
     """A markdown table of ``rows`` with ``cols`` as (key, heading)."""
     def fmt(v: object) -> str:
         if v is None:
-            return "–"
+            return "-"
         if isinstance(v, float):
             return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
         return str(v)

@@ -72,8 +72,10 @@ class Harness:
 
     def senders(self, server: str, srv: Server, pipeline: str) -> dict[str, Callable[[], Sender]]:
         if server == "triton":
-            return {f"triton-{k}": (lambda k=k: clients.triton_sender(srv.base_url, k, pipeline))
-                    for k in ("jpeg", "tensor")}
+            return {
+                f"triton-{k}": (lambda k=k: clients.triton_sender(srv.base_url, k, pipeline))
+                for k in ("jpeg", "tensor")
+            }
 
         def http(path: str, multipart: bool) -> Sender:
             session = client_session()
@@ -94,10 +96,13 @@ class Harness:
                 for attempt in (1, 2):
                     if self.a.quiet_wait:
                         wait_quiet(self.a.quiet_wait, self.a.quiet_max)
-                    p = await closed_loop(label, send, self.jpegs, c, self.a.duration, self.a.warmup,
-                                          server_pid=srv.proc.pid)
+                    p = await closed_loop(
+                        label, send, self.jpegs, c, self.a.duration, self.a.warmup, server_pid=srv.proc.pid
+                    )
                     row = {**p.row(), "pipeline": pipeline}
-                    retry = attempt == 1 and self.a.quiet_wait and float(row["foreign_pct"]) > self.a.quiet_max  # type: ignore[arg-type]
+                    retry = (
+                        attempt == 1 and self.a.quiet_wait and float(row["foreign_pct"]) > self.a.quiet_max
+                    )  # type: ignore[arg-type]
                     self.emit({**row, "retried": True} if retry else row)
                     if not retry:
                         break
@@ -108,8 +113,14 @@ class Harness:
         grpc = srv.base_url
         for c in self.a.concurrency:
             try:
-                p = clients.perf_analyzer(self.a.perf_analyzer, grpc, c, self.a.duration,
-                                          SCRATCH / "logs" / f"perf_analyzer_c{c}.log", self.a.perf_analyzer_libs)
+                p = clients.perf_analyzer(
+                    self.a.perf_analyzer,
+                    grpc,
+                    c,
+                    self.a.duration,
+                    SCRATCH / "logs" / f"perf_analyzer_c{c}.log",
+                    self.a.perf_analyzer_libs,
+                )
                 self.emit({"label": "perf_analyzer-tensor", "pipeline": pipeline, **p})
             except (subprocess.SubprocessError, OSError, StopIteration) as exc:
                 log(f"perf_analyzer c={c} failed: {exc}")
@@ -119,11 +130,17 @@ class Harness:
         if self.a.calib:
             if self.a.quiet_wait:
                 wait_quiet(self.a.quiet_wait, self.a.quiet_max)
-            self.emit({"label": "calib", "server": server, "pipeline": pipeline, **calib(self.jpegs, self.a.calib)})
+            self.emit(
+                {"label": "calib", "server": server, "pipeline": pipeline, **calib(self.jpegs, self.a.calib)}
+            )
         log(f"{server} ({pipeline}): starting")
         t0 = time.monotonic()
         try:
-            srv = start_gateway() if server == "visiongate" else launch.PEERS[server](model_for(pipeline), pipeline)
+            srv = (
+                start_gateway()
+                if server == "visiongate"
+                else launch.PEERS[server](model_for(pipeline), pipeline)
+            )
         except Exception as exc:
             log(f"{server}: could not start: {exc}")
             return
@@ -151,24 +168,33 @@ def check_pipelines(chosen: list[str]) -> None:
 
         gw = build_spec(read_config(REPOSITORY / MODEL / "config.pbtxt")).preprocess
         if gw != pipelines.visiongate_config():
-            sys.exit(f"bench/peers/pipelines.py's visiongate config {pipelines.visiongate_config()} is no longer "
-                     f"the gateway's {gw}: update it")
+            sys.exit(
+                f"bench/peers/pipelines.py's visiongate config {pipelines.visiongate_config()} is no longer "
+                f"the gateway's {gw}: update it"
+            )
     if "reference" in chosen and not model_for("reference").is_file():
-        sys.exit(f"no {model_for('reference')}: bash bench/run_all.sh makes it "
-                 "(python bench/peers/export_model.py OUT.onnx)")
+        sys.exit(
+            f"no {model_for('reference')}: bash bench/run_all.sh makes it "
+            "(python bench/peers/export_model.py OUT.onnx)"
+        )
 
 
 def versions(tritonserver: str | None) -> Row:
-    code = ("import json, sys\nfrom importlib.metadata import version, PackageNotFoundError\nv = {}\n"
-            "for p in sys.argv[1:]:\n    try: v[p] = version(p)\n    except PackageNotFoundError: pass\n"
-            "print(json.dumps(v))")
+    code = (
+        "import json, sys\nfrom importlib.metadata import version, PackageNotFoundError\nv = {}\n"
+        "for p in sys.argv[1:]:\n    try: v[p] = version(p)\n    except PackageNotFoundError: pass\n"
+        "print(json.dumps(v))"
+    )
     out: Row = {"label": "versions", "python": sys.version.split()[0], "tritonserver": tritonserver}
-    for py, pkgs in ((sys.executable, ["visiongate", "onnxruntime", "numpy", "pillow", "tritonclient", "aiohttp"]),
-                     (launch._py(launch.PEERS_VENV), ["onnxruntime", "numpy", "pillow", "fastapi", "uvicorn",
-                                                     "litserve"]),
-                     (launch._py(launch.BENTO_VENV), ["bentoml"])):
+    for py, pkgs in (
+        (sys.executable, ["visiongate", "onnxruntime", "numpy", "pillow", "tritonclient", "aiohttp"]),
+        (launch._py(launch.PEERS_VENV), ["onnxruntime", "numpy", "pillow", "fastapi", "uvicorn", "litserve"]),
+        (launch._py(launch.BENTO_VENV), ["bentoml"]),
+    ):
         try:
-            got = json.loads(subprocess.run([py, "-c", code, *pkgs], capture_output=True, text=True, timeout=60).stdout)
+            got = json.loads(
+                subprocess.run([py, "-c", code, *pkgs], capture_output=True, text=True, timeout=60).stdout
+            )
         except (OSError, ValueError, subprocess.SubprocessError):
             continue
         for k, v in got.items():
@@ -184,14 +210,22 @@ def main() -> None:
     ap.add_argument("-d", "--duration", type=float, default=8.0, help="seconds per point")
     ap.add_argument("-w", "--warmup", type=float, default=1.0, help="seconds before each point")
     ap.add_argument("--ceiling-duration", type=float, default=5.0, help="seconds per ceiling case; 0: none")
-    ap.add_argument("--rounds", type=int, default=1, help="repeat the servers (even rounds reversed); medians")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="repeat the servers (even rounds reversed); medians"
+    )
     ap.add_argument("--calib", type=float, default=0.0, help="seconds of CPU-speed probe before each server")
-    ap.add_argument("--quiet-wait", type=float, default=0.0,
-                    help="wait up to this many s for a quiet machine before each point; re-run a noisy point once")
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        help="wait up to this many s for a quiet machine before each point; re-run a noisy point once",
+    )
     ap.add_argument("--quiet-max", type=float, default=10.0, help="foreign %% counted as quiet")
     ap.add_argument("--perf-analyzer", type=Path, help="perf_analyzer binary: adds perf_analyzer-tensor")
     ap.add_argument("--perf-analyzer-libs", type=Path, help="LD_LIBRARY_PATH for perf_analyzer")
-    ap.add_argument("--json", type=Path, help="append every row here as JSON lines (bench/summary.py reads it)")
+    ap.add_argument(
+        "--json", type=Path, help="append every row here as JSON lines (bench/summary.py reads it)"
+    )
     a = ap.parse_args()
     chosen = list(pipelines.PIPELINES) if a.pipeline == "both" else [a.pipeline]
     check_pipelines(chosen)
@@ -204,8 +238,10 @@ def main() -> None:
             elif s != "visiongate":
                 blocks.append((s, p))
     jpegs = load_images()
-    log(f"{len(jpegs)} JPEGs; {NCPU} cores; {a.duration:g} s per point; pipelines {chosen}; "
-        f"servers {[f'{s}/{p}' for s, p in blocks]}")
+    log(
+        f"{len(jpegs)} JPEGs; {NCPU} cores; {a.duration:g} s per point; pipelines {chosen}; "
+        f"servers {[f'{s}/{p}' for s, p in blocks]}"
+    )
     h = Harness(a, jpegs)
     for k in range(a.rounds):
         h.round = k + 1

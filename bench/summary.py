@@ -24,8 +24,12 @@ from bench.common import table
 
 GATEWAY = ("visiongate", "visiongate-raw")
 ORDER = [*GATEWAY, "fastapi", "litserve", "bentoml", "triton-jpeg", "triton-tensor", "perf_analyzer-tensor"]
-SERVER_OF = {"visiongate-raw": "visiongate", "triton-jpeg": "triton", "triton-tensor": "triton",
-             "perf_analyzer-tensor": "triton"}
+SERVER_OF = {
+    "visiongate-raw": "visiongate",
+    "triton-jpeg": "triton",
+    "triton-tensor": "triton",
+    "perf_analyzer-tensor": "triton",
+}
 NOT_A_PEER = (*GATEWAY, "perf_analyzer-tensor")
 NOTES = {
     "visiongate": "the gateway, embedded onnxruntime, multipart upload (same in both pipelines)",
@@ -83,13 +87,18 @@ def ratios(rows: Sequence[Row], ceiling: Row | None) -> list[str]:
     for c in concs:
         vg = at[("visiongate", c)]
         line = f"- c={c}: visiongate {vg['img_s']} img/s, p50 {vg['p50_ms']} ms, p99 {vg['p99_ms']} ms"
-        peers = [r for r in rows if r["concurrency"] == c and r["label"] not in NOT_A_PEER and _f(r, "img_s") > 0]
+        peers = [
+            r for r in rows if r["concurrency"] == c and r["label"] not in NOT_A_PEER and _f(r, "img_s") > 0
+        ]
         if peers:
             best = best_at[c] = max(peers, key=lambda r: _f(r, "img_s"))
             low = min(peers, key=lambda r: _f(r, "p50_ms"))
-            line += (f"; {_f(vg, 'img_s') / _f(best, 'img_s'):.2f}x the best peer ({best['label']} {best['img_s']} "
-                     f"img/s), p99 {_f(vg, 'p99_ms') / _f(best, 'p99_ms'):.2f}x its p99 ({best['p99_ms']} ms); "
-                     f"lowest peer p50 {low['p50_ms']} ms ({low['label']})")
+            line += (
+                f"; {_f(vg, 'img_s') / _f(best, 'img_s'):.2f}x the best peer "
+                f"({best['label']} {best['img_s']} img/s), "
+                f"p99 {_f(vg, 'p99_ms') / _f(best, 'p99_ms'):.2f}x its p99 ({best['p99_ms']} ms); "
+                f"lowest peer p50 {low['p50_ms']} ms ({low['label']})"
+            )
         if ceil:
             line += f"; {_f(vg, 'img_s') / ceil:.2f}x the in-process ceiling ({ceil:g})"
         lines.append(line)
@@ -103,14 +112,19 @@ def ratios(rows: Sequence[Row], ceiling: Row | None) -> list[str]:
     if hi in best_at:
         best = best_at[hi]
         r_ips, r_p99 = _f(vg, "img_s") / _f(best, "img_s"), _f(vg, "p99_ms") / _f(best, "p99_ms")
-        lines.append(f"- c={hi}: img/s {r_ips:.2f}x the best peer ({best['label']}); target >= 1.3x: {ok(r_ips >= 1.3)}")
+        lines.append(
+            f"- c={hi}: img/s {r_ips:.2f}x the best peer ({best['label']}); "
+            f"target >= 1.3x: {ok(r_ips >= 1.3)}"
+        )
         lines.append(f"- c={hi}: p99 {r_p99:.2f}x {best['label']}'s; target <= 0.8x: {ok(r_p99 <= 0.8)}")
     if ceil:
         r_c = _f(vg, "img_s") / ceil
         lines.append(f"- c={hi}: {r_c:.2f}x the in-process ceiling; target >= 0.9x: {ok(r_c >= 0.9)}")
     errs = sum(int(r["errors"]) for r in rows if r["label"] == "visiongate")  # type: ignore[call-overload]
     lines.append(f"- visiongate errors at every concurrency: {errs}; target 0: {ok(errs == 0)}")
-    lines.append(f"- c={lo}: visiongate p50 {vg1['p50_ms']} ms; target <= 15 ms: {ok(_f(vg1, 'p50_ms') <= 15)}")
+    lines.append(
+        f"- c={lo}: visiongate p50 {vg1['p50_ms']} ms; target <= 15 ms: {ok(_f(vg1, 'p50_ms') <= 15)}"
+    )
     return lines
 
 
@@ -121,10 +135,19 @@ def report(rows: Sequence[Row]) -> str:
     pipelines = [p for p in ("reference", "visiongate") if any(r["pipeline"] == p for r in measured)]
     pipelines = pipelines or sorted(ceilings)
     multi = any("img_s_range" in r for r in measured)
-    cols = [("label", "server"), ("concurrency", "conc"), ("img_s", "img/s"), ("p50_ms", "p50 ms"),
-            ("p99_ms", "p99 ms"), ("errors", "errors"), ("cpu_ms_img", "server CPU ms/img"),
-            ("server_cores", "server cores"), ("client_cores", "client cores"), ("foreign_pct", "foreign %"),
-            ("calib_img_s", "calib img/s")]
+    cols = [
+        ("label", "server"),
+        ("concurrency", "conc"),
+        ("img_s", "img/s"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("errors", "errors"),
+        ("cpu_ms_img", "server CPU ms/img"),
+        ("server_cores", "server cores"),
+        ("client_cores", "client cores"),
+        ("foreign_pct", "foreign %"),
+        ("calib_img_s", "calib img/s"),
+    ]
     if multi:
         cols.insert(3, ("img_s_range", "img/s range"))
     out = []
@@ -136,18 +159,24 @@ def report(rows: Sequence[Row]) -> str:
         out += [f"- {k}: {v}" for k, v in NOTES.items() if any(r["label"] == k for r in section)]
         c = ceilings.get(p)
         if c:
-            out.append(f"\nin-process ceiling ({p} pipeline): {c['ceiling_img_s']} img/s ({c['ceiling_case']}; "
-                       f"cases {c['cases']}; foreign % up to {c['foreign_pct_max']})")
+            out.append(
+                f"\nin-process ceiling ({p} pipeline): {c['ceiling_img_s']} img/s ({c['ceiling_case']}; "
+                f"cases {c['cases']}; foreign % up to {c['foreign_pct_max']})"
+            )
         out.append("")
         out += ratios(section, c)
         out.append("")
     foreign = max((_f(r, "foreign_pct") for r in measured if r.get("foreign_pct") is not None), default=0.0)
     if foreign > 10:
-        out.append(f"warning: other processes took up to {foreign:.0f}% of the machine during this run; img/s "
-                   "and latency are depressed and noisy (ratios measured side by side still mean something)")
+        out.append(
+            f"warning: other processes took up to {foreign:.0f}% of the machine during this run; img/s "
+            "and latency are depressed and noisy (ratios measured side by side still mean something)"
+        )
     versions = next((r for r in rows if r.get("label") == "versions"), None)
     if versions:
-        out.append("versions: " + json.dumps({k: v for k, v in versions.items() if k not in ("label", "round")}))
+        out.append(
+            "versions: " + json.dumps({k: v for k, v in versions.items() if k not in ("label", "round")})
+        )
     return "\n".join(out)
 
 

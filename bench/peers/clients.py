@@ -53,19 +53,45 @@ def triton_sender(addr: str, kind: str, pipeline: str) -> tuple[Callable[[bytes]
     return send, close
 
 
-def perf_analyzer(binary: Path, grpc_addr: str, concurrency: int, duration_s: float, log: Path,
-                  libs: Path | None = None) -> dict[str, object]:
+def perf_analyzer(
+    binary: Path, grpc_addr: str, concurrency: int, duration_s: float, log: Path, libs: Path | None = None
+) -> dict[str, object]:
     """One perf_analyzer point on ``effnet_tensor``: img/s, p50 and p99 (ms)."""
     csv_file = log.with_suffix(".csv")
     env = {**os.environ, **({"LD_LIBRARY_PATH": str(libs)} if libs else {})}
     with open(log, "wb") as f:
-        subprocess.run([str(binary), "-i", "grpc", "-u", grpc_addr, "-m", "effnet_tensor",
-                        "--concurrency-range", str(concurrency),
-                        "--measurement-interval", str(max(1000, int(duration_s * 1000 / 3))),
-                        "--stability-percentage", "50", "--max-trials", "6", "-f", str(csv_file)],
-                       stdout=f, stderr=subprocess.STDOUT, env=env, timeout=300, check=True)
+        subprocess.run(
+            [
+                str(binary),
+                "-i",
+                "grpc",
+                "-u",
+                grpc_addr,
+                "-m",
+                "effnet_tensor",
+                "--concurrency-range",
+                str(concurrency),
+                "--measurement-interval",
+                str(max(1000, int(duration_s * 1000 / 3))),
+                "--stability-percentage",
+                "50",
+                "--max-trials",
+                "6",
+                "-f",
+                str(csv_file),
+            ],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=env,
+            timeout=300,
+            check=True,
+        )
     with open(csv_file) as f:
         r = next(csv.DictReader(f))
-    return {"concurrency": concurrency, "img_s": round(float(r["Inferences/Second"]), 1),
-            "p50_ms": round(int(r["p50 latency"]) / 1000, 1), "p99_ms": round(int(r["p99 latency"]) / 1000, 1),
-            "errors": 0}
+    return {
+        "concurrency": concurrency,
+        "img_s": round(float(r["Inferences/Second"]), 1),
+        "p50_ms": round(int(r["p50 latency"]) / 1000, 1),
+        "p99_ms": round(int(r["p99 latency"]) / 1000, 1),
+        "errors": 0,
+    }

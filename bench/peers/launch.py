@@ -32,24 +32,63 @@ def _env(model: Path, pipeline: str) -> dict[str, str]:
 
 def fastapi(model: Path, pipeline: str) -> Server:
     port = free_port()
-    return start_server("fastapi", [_py(PEERS_VENV), "-m", "uvicorn", "server_fastapi:app", "--host", "127.0.0.1",
-                                    "--port", str(port), "--workers", "1", "--log-level", "warning"],
-                        f"http://127.0.0.1:{port}", "/health", env=_env(model, pipeline), cwd=HERE)
+    return start_server(
+        "fastapi",
+        [
+            _py(PEERS_VENV),
+            "-m",
+            "uvicorn",
+            "server_fastapi:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+        ],
+        f"http://127.0.0.1:{port}",
+        "/health",
+        env=_env(model, pipeline),
+        cwd=HERE,
+    )
 
 
 def litserve(model: Path, pipeline: str) -> Server:
     port = free_port()
-    return start_server("litserve", [_py(PEERS_VENV), "server_litserve.py"], f"http://127.0.0.1:{port}",
-                        "/health", env={**_env(model, pipeline), "PORT": str(port)}, cwd=HERE)
+    return start_server(
+        "litserve",
+        [_py(PEERS_VENV), "server_litserve.py"],
+        f"http://127.0.0.1:{port}",
+        "/health",
+        env={**_env(model, pipeline), "PORT": str(port)},
+        cwd=HERE,
+    )
 
 
 def bentoml(model: Path, pipeline: str) -> Server:
     port = free_port()
-    return start_server("bentoml", [str(BENTO_VENV / "bin" / "bentoml"), "serve", "server_bentoml:Classifier",
-                                    "--host", "127.0.0.1", "--port", str(port)],
-                        f"http://127.0.0.1:{port}", "/readyz",
-                        env={**_env(model, pipeline), "BENTOML_HOME": str(SCRATCH / "bentoml_home"),
-                             "BENTOML_DO_NOT_TRACK": "true"}, cwd=HERE)
+    return start_server(
+        "bentoml",
+        [
+            str(BENTO_VENV / "bin" / "bentoml"),
+            "serve",
+            "server_bentoml:Classifier",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        f"http://127.0.0.1:{port}",
+        "/readyz",
+        env={
+            **_env(model, pipeline),
+            "BENTOML_HOME": str(SCRATCH / "bentoml_home"),
+            "BENTOML_DO_NOT_TRACK": "true",
+        },
+        cwd=HERE,
+    )
 
 
 def _pytriton() -> Path | None:
@@ -73,24 +112,39 @@ def triton_repo(model: Path, pipeline: str, out: Path) -> tuple[Path, Path]:
     shutil.copytree(ts / "backends", out / "backends")
     ver = f"{sys.version_info[0]}.{sys.version_info[1]}"
     shutil.copy(ts / "python_backend_stubs" / ver / "triton_python_backend_stub", out / "backends" / "python")
-    tensor_in = ('{ name: "INPUT" data_type: TYPE_FP32 dims: [ 3, 224, 224 ] }' if pipeline == "reference"
-                 else '{ name: "INPUT" data_type: TYPE_UINT8 dims: [ 224, 224, 3 ] }')
-    inputs = {"jpeg": '{ name: "JPEG" data_type: TYPE_UINT8 dims: [ -1 ] allow_ragged_batch: true }',
-              "tensor": tensor_in}
+    tensor_in = (
+        '{ name: "INPUT" data_type: TYPE_FP32 dims: [ 3, 224, 224 ] }'
+        if pipeline == "reference"
+        else '{ name: "INPUT" data_type: TYPE_UINT8 dims: [ 224, 224, 3 ] }'
+    )
+    inputs = {
+        "jpeg": '{ name: "JPEG" data_type: TYPE_UINT8 dims: [ -1 ] allow_ragged_batch: true }',
+        "tensor": tensor_in,
+    }
     for kind, inp in inputs.items():
         d = out / "repo" / f"effnet_{kind}"
         (d / "1").mkdir(parents=True)
         shutil.copy(HERE / "triton" / f"model_{kind}.py", d / "1" / "model.py")
-        params = {"EXECUTION_ENV_PATH": PEERS_VENV, "ONNX_PATH": model, "PIPELINE": pipeline, "PEERS_DIR": HERE,
-                  "ROOT": ROOT}
-        (d / "config.pbtxt").write_text(f"""name: "effnet_{kind}"
+        params = {
+            "EXECUTION_ENV_PATH": PEERS_VENV,
+            "ONNX_PATH": model,
+            "PIPELINE": pipeline,
+            "PEERS_DIR": HERE,
+            "ROOT": ROOT,
+        }
+        (d / "config.pbtxt").write_text(
+            f"""name: "effnet_{kind}"
 backend: "python"
 max_batch_size: 8
 input [ {inp} ]
 output [ {{ name: "LOGITS" data_type: TYPE_FP32 dims: [ 1000 ] }} ]
 dynamic_batching {{ max_queue_delay_microseconds: 5000 }}
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
-""" + "".join(f'parameters: {{ key: "{k}", value: {{ string_value: "{v}" }} }}\n' for k, v in params.items()))
+"""
+            + "".join(
+                f'parameters: {{ key: "{k}", value: {{ string_value: "{v}" }} }}\n' for k, v in params.items()
+            )
+        )
     return out / "backends", out / "repo"
 
 
@@ -101,18 +155,33 @@ def triton(model: Path, pipeline: str) -> Server:
     backends, repo = triton_repo(model, pipeline, SCRATCH / "triton")
     http, grpc, metrics = free_port(), free_port(), free_port()
     server = start_server(
-        "triton", [str(ts / "bin" / "tritonserver"), f"--model-repository={repo}", f"--backend-directory={backends}",
-                   "--http-address=127.0.0.1", "--grpc-address=127.0.0.1", f"--http-port={http}",
-                   f"--grpc-port={grpc}", f"--metrics-port={metrics}", "--allow-metrics=false",
-                   "--exit-timeout-secs=5"],
-        f"http://127.0.0.1:{http}", "/v2/health/ready",
-        env={"LD_LIBRARY_PATH": str(ts.parent.parent / "nvidia_pytriton.libs")}, timeout_s=180)
+        "triton",
+        [
+            str(ts / "bin" / "tritonserver"),
+            f"--model-repository={repo}",
+            f"--backend-directory={backends}",
+            "--http-address=127.0.0.1",
+            "--grpc-address=127.0.0.1",
+            f"--http-port={http}",
+            f"--grpc-port={grpc}",
+            f"--metrics-port={metrics}",
+            "--allow-metrics=false",
+            "--exit-timeout-secs=5",
+        ],
+        f"http://127.0.0.1:{http}",
+        "/v2/health/ready",
+        env={"LD_LIBRARY_PATH": str(ts.parent.parent / "nvidia_pytriton.libs")},
+        timeout_s=180,
+    )
     server.base_url = f"127.0.0.1:{grpc}"  # the load goes over gRPC
     return server
 
 
 PEERS: dict[str, Callable[[Path, str], Server]] = {
-    "fastapi": fastapi, "litserve": litserve, "bentoml": bentoml, "triton": triton,
+    "fastapi": fastapi,
+    "litserve": litserve,
+    "bentoml": bentoml,
+    "triton": triton,
 }
 
 

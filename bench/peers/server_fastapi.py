@@ -18,6 +18,6 @@ def health() -> dict:
 
 
 @app.post("/classify")
-async def classify(file: UploadFile = File(...)) -> dict:
+async def classify(file: UploadFile = File(...)) -> dict:  # noqa: B008 - FastAPI's own idiom
     x = prepare(await file.read())[None]
     return pipelines.top5(sess.run(None, {INPUT: x})[0][0])

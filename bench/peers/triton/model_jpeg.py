@@ -1,5 +1,6 @@
 """Triton python-backend model: encoded JPEG bytes in (a ragged ``UINT8 [1, n]`` per request), decode +
 preprocess here with the pipeline named in the config, one onnxruntime batch per ``execute()``."""
+
 import json
 import sys
 
@@ -19,6 +20,11 @@ class TritonPythonModel:
         self.input = self.sess.get_inputs()[0].name
 
     def execute(self, requests):
-        imgs = [self.prepare(pb_utils.get_input_tensor_by_name(r, "JPEG").as_numpy().tobytes()) for r in requests]
+        imgs = [
+            self.prepare(pb_utils.get_input_tensor_by_name(r, "JPEG").as_numpy().tobytes()) for r in requests
+        ]
         y = self.sess.run(None, {self.input: np.stack(imgs)})[0]
-        return [pb_utils.InferenceResponse([pb_utils.Tensor("LOGITS", y[i:i + 1])]) for i in range(len(requests))]
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor("LOGITS", y[i : i + 1])])
+            for i in range(len(requests))
+        ]
