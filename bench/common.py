@@ -47,7 +47,7 @@ def make_images(out_dir: Path, n: int = 64) -> list[Path]:
     for name in _SOURCES:
         with contextlib.suppress(Exception):  # a source that needs a download is skipped
             photos[name] = Image.fromarray(np.asarray(getattr(data, name)(), np.uint8)).convert("RGB")
-    left, right, _ = data.stereo_motorcycle()
+    left, right, _ = data.stereo_motorcycle()  # type: ignore[no-untyped-call]
     photos["motorcycle_left"], photos["motorcycle_right"] = Image.fromarray(left), Image.fromarray(right)
     names, rng = sorted(photos), np.random.default_rng(0)
     paths = []

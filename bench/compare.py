@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import re
 import subprocess
@@ -54,7 +55,7 @@ from bench.peers import clients, launch, pipelines
 CAT_IDS = range(281, 286)
 SERVERS = ("visiongate", "fastapi", "litserve", "bentoml", "triton")
 Row = dict[str, object]
-Sender = tuple[Callable[[bytes], Awaitable[int]], Callable[[], Awaitable[None]]]
+Sender = tuple[Callable[[bytes], Awaitable[object]], Callable[[], Awaitable[None]]]
 
 
 class Harness:
@@ -73,13 +74,14 @@ class Harness:
     def senders(self, server: str, srv: Server, pipeline: str) -> dict[str, Callable[[], Sender]]:
         if server == "triton":
             return {
-                f"triton-{k}": (lambda k=k: clients.triton_sender(srv.base_url, k, pipeline))
+                f"triton-{k}": functools.partial(clients.triton_sender, srv.base_url, k, pipeline)
                 for k in ("jpeg", "tensor")
             }
 
         def http(path: str, multipart: bool) -> Sender:
             session = client_session()
-            return http_sender(session, srv.base_url + path, multipart=multipart), session.close  # type: ignore[attr-defined]
+            close = session.close  # type: ignore[attr-defined]
+            return http_sender(session, srv.base_url + path, multipart=multipart), close
 
         if server == "visiongate":
             path = f"/v1/classify?model={MODEL}"
@@ -100,9 +102,8 @@ class Harness:
                         label, send, self.jpegs, c, self.a.duration, self.a.warmup, server_pid=srv.proc.pid
                     )
                     row = {**p.row(), "pipeline": pipeline}
-                    retry = (
-                        attempt == 1 and self.a.quiet_wait and float(row["foreign_pct"]) > self.a.quiet_max
-                    )  # type: ignore[arg-type]
+                    foreign = float(p.extra["foreign_pct"])  # type: ignore[arg-type]
+                    retry = attempt == 1 and self.a.quiet_wait > 0 and foreign > self.a.quiet_max
                     self.emit({**row, "retried": True} if retry else row)
                     if not retry:
                         break

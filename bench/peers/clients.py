@@ -25,7 +25,7 @@ Close = Callable[[], Awaitable[None]]
 TRITON_TYPES = {np.dtype(np.float32): "FP32", np.dtype(np.uint8): "UINT8"}
 
 
-def triton_sender(addr: str, kind: str, pipeline: str) -> tuple[Callable[[bytes], Awaitable[int]], Close]:
+def triton_sender(addr: str, kind: str, pipeline: str) -> tuple[Callable[[bytes], Awaitable[object]], Close]:
     """``kind`` is ``jpeg`` or ``tensor``; the sender returns the top-1 class id."""
     import tritonclient.grpc.aio as grpc_aio
     from tritonclient.grpc import InferInput, InferRequestedOutput

@@ -16,9 +16,13 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from service.vision.preprocess import PreprocessConfig
 
 PIPELINES = ("reference", "visiongate")
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -55,7 +59,7 @@ def _visiongate() -> Prepare:
     return prepare
 
 
-def visiongate_config():  # type: ignore[no-untyped-def]
+def visiongate_config() -> PreprocessConfig:
     """The ``PreprocessConfig`` the gateway derives from the exported EfficientNet-Lite0's config.pbtxt
     (the harness checks that they still agree before it measures)."""
     from service.vision.preprocess import PreprocessConfig
