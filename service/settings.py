@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     # embedded runtime
     # The two below follow the machine unless set: each HTTP worker process gets an equal share of
     # the CPUs. Measured on 2 cores: one single-threaded onnxruntime caller per core beats batching
-    # and beats one caller with intra_op=2 (notes/performance.md).
+    # and beats one caller with intra_op=2 (README, "Performance").
     inference_workers: int = Field(1, ge=1, description="concurrent onnxruntime callers per model and "
                                    "HTTP worker; default: usable CPUs / http_workers, at most 8")
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads inside one call")
