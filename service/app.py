@@ -33,7 +33,8 @@ def make_backend(settings: Settings, metrics: Metrics | None = None) -> Backend:
     if settings.backend == "fake":
         from .backends.fake import FakeBackend
 
-        return FakeBackend(settings, item_delay_s=settings.fake_item_delay_s)
+        return FakeBackend(settings, item_delay_s=settings.fake_item_delay_s,
+                           on_batch=metrics.observe_batch if metrics else None)
     from .backends.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(settings, on_batch=metrics.observe_batch if metrics else None)

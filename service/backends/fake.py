@@ -29,6 +29,7 @@ What each model answers (so tests can assert it):
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -106,8 +107,9 @@ class FakeBackend(BatchedBackend):
     name = "fake"
 
     def __init__(self, settings: Settings, item_delay_s: float = 0.0,
-                 models: tuple[str, ...] = tuple(FAKE_CONFIGS)) -> None:
-        super().__init__(settings)
+                 models: tuple[str, ...] = tuple(FAKE_CONFIGS),
+                 on_batch: Callable[[str, int], None] | None = None) -> None:
+        super().__init__(settings, on_batch)
         self._delay = item_delay_s
         self._names = models
 
