@@ -110,7 +110,9 @@ def test_errors_carry_status_type_and_message(vg: Client) -> None:
 
 @pytest.fixture(scope="module")
 def strict_fake_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from running_gateway(tmp_path_factory.mktemp("empty"), {**FAKE, "VISIONGATE_MAX_IMAGE_PIXELS": "10000"})
+    """The fake backend with a 10,000 pixel image limit."""
+    yield from running_gateway(tmp_path_factory.mktemp("empty"),
+                               {**FAKE, "VISIONGATE_MAX_IMAGE_PIXELS": "10000"})
 
 
 def test_an_image_over_the_gateway_s_limit_is_payload_too_large(strict_fake_gateway: str) -> None:
@@ -141,7 +143,8 @@ def test_super_resolve_returns_the_encoded_image_and_its_sizes(vg: Client) -> No
     assert (out.model, out.version, out.scale) == ("fake_upscaler", 1, 2)
     assert (out.input_size, out.output_size) == ((45, 30), (90, 60))
     assert out.media_type == "image/png" and out.image.startswith(b"\x89PNG")
-    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(out.image))), rgb.repeat(2, 0).repeat(2, 1))
+    upscaled = np.asarray(Image.open(io.BytesIO(out.image)))
+    np.testing.assert_array_equal(upscaled, rgb.repeat(2, axis=0).repeat(2, axis=1))
     webp = vg.super_resolve(encode(rgb, "PNG"), image_format="webp", quality=80)
     assert webp.media_type == "image/webp" and Image.open(io.BytesIO(webp.image)).size == (90, 60)
 
@@ -181,7 +184,8 @@ def test_a_closed_port_is_a_connection_error() -> None:
 
 
 class Scripted503Server:
-    """A fake gateway (real HTTP, scripted answers): 503 with a Retry-After ``busy`` times, then a model list."""
+    """A fake gateway (real HTTP, scripted answers): 503 with a Retry-After ``busy`` times, then a
+    model list."""
 
     def __init__(self, busy: int, retry_after: str) -> None:
         self.calls: list[float] = []
@@ -191,7 +195,7 @@ class Scripted503Server:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 outer.calls.append(time.monotonic())
                 if len(outer.calls) <= busy:
                     body = json.dumps({"error": {"type": "Overloaded", "message": "queue full"}}).encode()
@@ -219,7 +223,7 @@ def test_503_is_retried_after_the_asked_delay_fake_server() -> None:
     try:
         with Client(server.url, max_retries=3, max_retry_wait_s=0.3) as client:
             assert client.models() == []
-        gaps = [b - a for a, b in zip(server.calls, server.calls[1:])]
+        gaps = [b - a for a, b in zip(server.calls, server.calls[1:], strict=False)]
         assert len(server.calls) == 3
         assert all(0.25 <= g < 0.9 for g in gaps), gaps  # asked 1 s, capped at 0.3 s
     finally:

@@ -182,7 +182,8 @@ def test_a_body_over_the_size_limit_is_413_even_when_chunked(strict_fake_gateway
         for _ in range(20):
             yield b"\xff" * 100_000
 
-    r = httpx.post(f"{strict_fake_gateway}/v1/classify", content=chunks(), headers={"content-type": "image/jpeg"})
+    r = httpx.post(f"{strict_fake_gateway}/v1/classify", content=chunks(),
+                   headers={"content-type": "image/jpeg"})
     assert_error(r, 413, "BodyTooLarge")
 
 

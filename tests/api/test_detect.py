@@ -41,7 +41,8 @@ def boxes_of(r: httpx.Response) -> dict[str, list[float]]:
     return {d["label"]: d["box"] for d in r.json()["detections"]}
 
 
-def white_on_dark(width: int = 400, height: int = 300, white: tuple[int, int, int, int] = WHITE) -> np.ndarray:
+def white_on_dark(width: int = 400, height: int = 300,
+                  white: tuple[int, int, int, int] = WHITE) -> np.ndarray:
     out = np.full((height, width, 3), 60, np.uint8)
     x0, y0, x1, y1 = white
     out[y0:y1, x0:x1] = 255
@@ -115,7 +116,8 @@ def test_an_image_accept_header_returns_an_annotated_jpeg_or_else_png(fake_gatew
     assert (img.format, img.size) == (fmt, (400, 300))
 
 
-def test_score_threshold_max_detections_and_classes_filter_the_boxes(fake_gateway: str, picture: bytes) -> None:
+def test_score_threshold_max_detections_and_classes_filter_the_boxes(fake_gateway: str,
+                                                                     picture: bytes) -> None:
     assert list(boxes_of(detect(fake_gateway, picture))) == ["bright", "dark"]
     assert list(boxes_of(detect(fake_gateway, picture, score_threshold=0.5))) == ["bright"]
     assert list(boxes_of(detect(fake_gateway, picture, score_threshold=0.95))) == []
@@ -210,8 +212,8 @@ def test_motorcycle_is_a_motorcycle_with_the_coco_spelling(gateway: str) -> None
     assert "motorcycle" in labels_of(body)
 
 
-def test_a_small_astronaut_pasted_into_a_large_canvas_is_found_where_it_was_pasted(gateway: str,
-                                                                                   canvas: np.ndarray) -> None:
+def test_a_small_astronaut_pasted_into_a_large_canvas_is_found_where_it_was_pasted(
+        gateway: str, canvas: np.ndarray) -> None:
     body = detect(gateway, encode(canvas, quality=95), "image/jpeg").json()
     assert body["image"] == {"width": 1024, "height": 768}
     assert_astronaut_found(body)

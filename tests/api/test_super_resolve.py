@@ -71,7 +71,8 @@ def nearest_x2(pixels: np.ndarray) -> np.ndarray:
 def test_headers_describe_the_upscale(fake_gateway: str) -> None:
     r = upscale(fake_gateway, encode(crop("coffee", 100, 100, 64)[:48], "JPEG"), "image/jpeg")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-    assert (r.headers["x-scale"], r.headers["x-model"], r.headers["x-model-version"]) == ("2", "fake_upscaler", "1")
+    described = (r.headers["x-scale"], r.headers["x-model"], r.headers["x-model-version"])
+    assert described == ("2", "fake_upscaler", "1")
     assert (r.headers["x-input-size"], r.headers["x-output-size"]) == ("64x48", "128x96")
     assert int(r.headers["x-tiles"]) >= 1
 
@@ -82,7 +83,8 @@ def test_the_output_is_the_model_s_output_pixel_for_pixel(fake_gateway: str) -> 
     np.testing.assert_array_equal(out, nearest_x2(rgb))
 
 
-def test_tiles_with_overlap_are_stitched_back_exactly(fake_gateway: str, small_tiles_fake_gateway: str) -> None:
+def test_tiles_with_overlap_are_stitched_back_exactly(fake_gateway: str,
+                                                      small_tiles_fake_gateway: str) -> None:
     rgb = crop("coffee", 120, 200, 130)[:, :110]  # 110 x 130: not a multiple of anything
     whole = upscale(fake_gateway, encode(rgb, "PNG"))
     tiled = upscale(small_tiles_fake_gateway, encode(rgb, "PNG"))
@@ -121,7 +123,8 @@ def test_an_alpha_channel_survives_as_upscaled_alpha(fake_gateway: str) -> None:
     assert webp[:, :8, 3].max() < 40 and webp[:, -8:, 3].min() > 215
 
 
-def test_an_output_over_the_pixel_limit_is_413_naming_the_largest_input(small_tiles_fake_gateway: str) -> None:
+def test_an_output_over_the_pixel_limit_is_413_naming_the_largest_input(
+        small_tiles_fake_gateway: str) -> None:
     big = encode(np.full((600, 500, 3), 90, np.uint8), "PNG")  # 1200 x 1000 out > 1 MP
     r = upscale(small_tiles_fake_gateway, big)
     assert r.status_code == 413, r.text
