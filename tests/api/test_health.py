@@ -111,3 +111,9 @@ def test_models_shows_the_export_s_parity_proof_for_real_models(gateway: str) ->
     lite0 = next(m for m in body["models"] if m["name"] == "efficientnet_lite0")
     assert lite0["task"] == "classify" and lite0["input_size"] == [224, 224] and lite0["labels"] == 1000
     assert lite0["parity"]["passed"] is True and lite0["parity"]["top1_agreement"] == 1.0
+
+
+def test_metrics_count_batch_sizes_of_real_models(gateway: str, chelsea_jpeg: bytes) -> None:
+    r = httpx.post(f"{gateway}/v1/classify", content=chelsea_jpeg, headers={"content-type": "image/jpeg"})
+    assert r.status_code == 200
+    assert 'visiongate_batch_size_count{model="efficientnet_lite0"}' in httpx.get(f"{gateway}/metrics").text
