@@ -11,11 +11,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__
-from .api import classify, detect, health, models, super_resolve
+from .api import classify, detect, health, models, segment, super_resolve
 from .api import ui
 from .api import v2 as oip_v2
 from .backends.base import Backend
 from .errors import CatchAllMiddleware, install_error_handlers
+from .grpc import start_grpc
 from .inference import InferenceService
 from .memory import release_when_quiet
 from .deadlines import DeadlineMiddleware
@@ -70,10 +71,13 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         releaser = asyncio.create_task(release_when_quiet(
             settings.memory_release_interval_s, lambda: open_requests.count, quiet_at=settings.inference_workers))
         poller = _poller(settings, chosen)
+        grpc_server = await start_grpc(service, settings, metrics, open_requests, lambda: app.state.draining)
         try:
             yield
         finally:
             app.state.draining = True
+            if grpc_server is not None:
+                await grpc_server.stop(settings.drain_timeout_s)
             releaser.cancel()
             if poller is not None:
                 poller.cancel()
@@ -92,6 +96,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(classify.router)
     app.include_router(detect.router)
     app.include_router(super_resolve.router)
+    app.include_router(segment.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(oip_v2.router)

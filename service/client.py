@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 from pydantic import BaseModel
@@ -175,7 +175,8 @@ def _read(image: Image) -> bytes:
 def image_request(images: Image | Sequence[Image]) -> tuple[dict[str, Any], bool]:
     """httpx request keyword arguments for one image or a list, and whether a list was given."""
     many = isinstance(images, list | tuple)
-    items: list[Image] = list(images) if many else [images]  # type: ignore[arg-type]
+    # a str is a Sequence too: only lists and tuples are "several images"
+    items: list[Image] = list(images) if isinstance(images, list | tuple) else [cast(Image, images)]
     if not items:
         raise ValueError("no images given")
     if any(_is_url(i) for i in items):

@@ -205,7 +205,7 @@ def protocol_of(path: str) -> Protocol:
 def grpc_status(exc: VisionGateError) -> str:
     for cls in type(exc).__mro__:
         if cls in GRPC_STATUS:
-            return GRPC_STATUS[cls]  # type: ignore[index]
+            return GRPC_STATUS[cls]
     return "INTERNAL"
 
 

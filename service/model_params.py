@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from .model_config import ConfigError
 
-TASKS = ("classify", "detect", "super_resolve")
+TASKS = ("classify", "detect", "super_resolve", "segment")
+SEGMENT_KINDS = ("semantic", "instance")
+SEGMENT_HEADS = ("yolo_seg", "pasted")
 RESIZES = ("stretch", "center_crop", "letterbox", "none")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area", "lanczos", "box", "hamming")
 NORMALIZATIONS = ("in_graph", "gateway", "none")
@@ -60,7 +62,11 @@ DOCS: tuple[ParamDoc, ...] = (
              "float inputs: pixels scaled to [0, 1] or kept in [0, 255] before mean/std"),
     ParamDoc("output_activation", "softmax", " | ".join(ACTIVATIONS), "classify",
              "softmax over logits, or none when the graph already outputs probabilities"),
-    ParamDoc("head", "visiongate", " | ".join(HEADS), "detect", "layout of the detector's outputs"),
+    ParamDoc("head", "visiongate (segment: yolo_seg)", " | ".join(HEADS) + "; segment: " + " | ".join(SEGMENT_HEADS),
+             "detect, segment", "layout of the detector's (or instance segmenter's) outputs"),
+    ParamDoc("segment_kind", "semantic", " | ".join(SEGMENT_KINDS), "segment",
+             "semantic: scores [C, h, w]; instance: boxes, scores and masks per instance"),
+    ParamDoc("mask_threshold", "0.5", "number in (0, 1)", "segment", "instance mask probability cut"),
     ParamDoc("score_threshold", "0.25", "number in [0, 1]", "detect", "default minimum score"),
     ParamDoc("iou_threshold", "0.45", "number in [0, 1]", "detect", "default NMS IoU threshold"),
     ParamDoc("max_detections", "100", "integer >= 1", "detect", "default cap on boxes per image"),

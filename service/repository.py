@@ -41,6 +41,8 @@ from .model_params import (
     NORMALIZATIONS,
     PRECISIONS,
     RESIZES,
+    SEGMENT_HEADS,
+    SEGMENT_KINDS,
     TASKS,
     Params,
 )
@@ -53,7 +55,7 @@ __all__ = ["DTYPES", "TASKS", "ConfigError", "ModelSpec", "RepositoryModel", "Ta
 
 logger = logging.getLogger(__name__)
 
-Task = Literal["classify", "detect", "super_resolve"]
+Task = Literal["classify", "detect", "super_resolve", "segment"]
 Head = Literal["visiongate", "torchvision", "yolov5", "yolov8", "end2end", "detr"]
 
 #: Triton data types <-> numpy (the full table, with v2 names, is ``service.dtypes``)
@@ -259,7 +261,7 @@ def build_spec(config: ModelConfig, *, graph: GraphInfo | None = None, labels: t
                        "no output layout the gateway recognises)",
                        {"task": "classify | detect | super_resolve"}, where)
     task: Task = "classify" if task_value == "classify" else \
-        "detect" if task_value == "detect" else "super_resolve"
+        "detect" if task_value == "detect" else "segment" if task_value == "segment" else "super_resolve"
 
     data_type = image.data_type
     dtype = _INPUT_DTYPES.get(data_type)
@@ -354,6 +356,15 @@ def build_spec(config: ModelConfig, *, graph: GraphInfo | None = None, labels: t
         p.number("score_threshold", 0.25, lo=0.0, hi=1.0)
         p.number("iou_threshold", 0.45, lo=0.0, hi=1.0)
         p.integer("max_detections", 100, lo=1)
+    elif task == "segment":
+        kind = p.choice("segment_kind", SEGMENT_KINDS, "semantic")
+        p.choice("output_activation", ACTIVATIONS, "none")
+        if kind == "instance":
+            p.choice("head", SEGMENT_HEADS, "yolo_seg")
+            p.number("score_threshold", 0.25, lo=0.0, hi=1.0)
+            p.number("iou_threshold", 0.45, lo=0.0, hi=1.0)
+            p.integer("max_detections", 100, lo=1)
+            p.number("mask_threshold", 0.5, lo=0.0, hi=1.0)
     else:
         _sr_parameters(name, p, values, explicit, inferred, inputs, outputs, layout, where)
     p.choice("precision", PRECISIONS, "fp32")

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     # embedded runtime
     # The two below follow the machine unless set: each HTTP worker process gets an equal share of
     # the CPUs. Measured on 2 cores: one single-threaded onnxruntime caller per core beats batching
-    # and beats one caller with intra_op=2 (notes/performance.md).
+    # and beats one caller with intra_op=2 (README, "Performance").
     inference_workers: int = Field(1, ge=1, description="concurrent onnxruntime callers per model and "
                                    "HTTP worker; default: usable CPUs / http_workers, at most 8")
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads inside one call")
@@ -134,6 +134,17 @@ class Settings(BaseSettings):
     default_max_batch_size: int = Field(4, ge=1, description="max_batch_size given to a model whose "
                                         "config does not say and whose ONNX graph has a dynamic batch axis "
                                         "(Triton's auto-complete default)")
+
+    # --- grpc ---
+    grpc_port: int = Field(8081, ge=0, le=65535, description="the Open Inference Protocol over gRPC "
+                           "(KServe v2 / Triton's inference.GRPCInferenceService) on host:grpc_port; 0 = off")
+    grpc_max_message_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest gRPC message taken or "
+                                        "sent (RESOURCE_EXHAUSTED past it)")
+
+    # --- segmentation ---
+    max_mask_pixels: int = Field(16_000_000, gt=0, description="413 when a segmentation answer would hold more "
+                                 "mask pixels than this (image width x height, times 1 + the classes when "
+                                 "probability maps are asked for)")
 
     @model_validator(mode="after")
     def _share_cpus_between_workers(self) -> Settings:

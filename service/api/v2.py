@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from .. import __version__, dataplane
+from .. import __version__, dataplane, oip
 from ..backends.base import resolve_version
 from ..errors import BodyTooLarge, InvalidArgument
 from ..inference import InferenceService
@@ -27,7 +27,7 @@ from .deps import ServiceDep, SettingsDep
 from .images import read_body
 from .routing import inference_route
 
-EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository",
+EXTENSIONS = ["binary_tensor_data", "classification", "encoded_images", "model_configuration", "model_repository",
               "statistics"]
 
 
@@ -241,32 +241,46 @@ async def _infer(request: Request, service: InferenceService, settings: Settings
     body = await read_body(request, settings.max_body_bytes)
     body = _decompress(body, request.headers.get("content-encoding", "").strip().lower(), settings.max_body_bytes)
     req = codec.decode_request(body, request.headers.get(codec.HEADER_LENGTH))
-    known = {t.name: t for t in spec.outputs}
-    wanted = req.outputs if req.outputs is not None else [
-        codec.RequestedOutput(t.name, req.binary_default) for t in spec.outputs]
-    for out in wanted:
-        if out.name not in known:
-            raise InvalidArgument(f"model {spec.name!r} has no output {out.name!r}; outputs: {sorted(known)}")
-    spec, used, results = await service.infer_tensors(spec.name, version, req.inputs)
-    encoded = []
-    for out in wanted:
-        arr = results[out.name]
-        if out.classification > 0:
-            labels = spec.labels_for(used)
-            labels = labels if labels and arr.shape[-1] == len(labels) else None
-            encoded.append((out.name, "BYTES", codec.classification_strings(arr, out.classification, labels),
-                            out.binary))
-        else:
-            datatype = codec.v2_datatype(known[out.name].data_type)
-            encoded.append((out.name, datatype, arr.astype(codec.V2_DTYPES[datatype], copy=False), out.binary))
-    head: dict[str, Any] = {"model_name": spec.name, "model_version": str(used)}
+    wanted = None if req.outputs is None else [oip.OutputRequest(o.name, o.classification) for o in req.outputs]
+    binary = {o.name: o.binary for o in req.outputs or ()}
+    result = await oip.infer(service, spec.name, version, req.inputs, wanted)
+    head: dict[str, Any] = {"model_name": result.spec.name, "model_version": str(result.version)}
     if req.id is not None:
         head["id"] = req.id
-    payload, header_len = codec.encode_response(head, encoded)
-    if header_len is None:
-        return Response(payload, media_type="application/json")
-    return Response(payload, media_type="application/octet-stream",
-                    headers={codec.HEADER_LENGTH: str(header_len)})
+    payload, header_len = codec.encode_response(
+        head, [(name, datatype, arr, binary.get(name, req.binary_default)) for name, datatype, arr in result.outputs])
+    headers = {} if header_len is None else {codec.HEADER_LENGTH: str(header_len)}
+    encoding = _response_encoding(request.headers.get("accept-encoding", ""))
+    if encoding is not None:
+        payload = _compress(payload, encoding)
+        headers["Content-Encoding"] = encoding
+    return Response(payload, media_type="application/json" if header_len is None else "application/octet-stream",
+                    headers=headers)
+
+
+def _response_encoding(accept: str) -> str | None:
+    """gzip or deflate when the caller accepts one (tritonclient's ``response_compression_algorithm``)."""
+    offered = {}
+    for part in accept.lower().split(","):
+        name, _, params = part.strip().partition(";")
+        q = 1.0
+        for p in params.split(";"):
+            key, _, value = p.strip().partition("=")
+            if key == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        offered[name.strip()] = q
+    for name in ("gzip", "deflate"):
+        if offered.get(name, 0.0) > 0:
+            return name
+    return None
+
+
+def _compress(payload: bytes, encoding: str) -> bytes:
+    deflater = zlib.compressobj(6, zlib.DEFLATED, 31 if encoding == "gzip" else 15)
+    return deflater.compress(payload) + deflater.flush()
 
 
 class IndexRequest(BaseModel):
@@ -279,24 +293,30 @@ async def repository_index(service: ServiceDep, body: IndexRequest | None = None
     return dataplane.repository_index(service.backend, ready_only=bool(body and body.ready))
 
 
-async def _model_control(service: InferenceService, settings: Settings, model: str, load: bool) -> Response:
+async def control_model(service: InferenceService, settings: Settings, model: str, load: bool) -> None:
+    """Load or unload one model: only with explicit model control (as Triton refuses it otherwise)."""
     if settings.model_control != "explicit":
         raise InvalidArgument(f"explicit model {'load' if load else 'unload'} is not allowed: the gateway runs "
                               f"with VISIONGATE_MODEL_CONTROL={settings.model_control}; set it to 'explicit'")
     await (service.backend.load(model) if load else service.backend.unload(model))
-    return Response(status_code=200)
+
+
+#: the gRPC transport answers from the same functions
+spec_of, metadata_of, config_json = _spec, _metadata, _config
 
 
 @router.post("/v2/repository/models/{model}/load", summary="Load or reload a model (model control: explicit)",
              response_class=Response, responses=oip_errors(400, 404))
 async def load_model(model: str, service: ServiceDep, settings: SettingsDep) -> Response:
-    return await _model_control(service, settings, model, load=True)
+    await control_model(service, settings, model, load=True)
+    return Response(status_code=200)
 
 
 @router.post("/v2/repository/models/{model}/unload", summary="Unload a model (model control: explicit)",
              response_class=Response, responses=oip_errors(400, 404))
 async def unload_model(model: str, service: ServiceDep, settings: SettingsDep) -> Response:
-    return await _model_control(service, settings, model, load=False)
+    await control_model(service, settings, model, load=False)
+    return Response(status_code=200)
 
 
 @router.get("/v2/models/{model}/stats", summary="Statistics of one model", responses=oip_errors(404))

@@ -116,7 +116,8 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> n
     return arr.reshape(shape)
 
 
-def _from_binary(raw: bytes, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+def from_binary(raw: bytes, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """One tensor from its binary form (little-endian row-major; BYTES as length-prefixed elements)."""
     count = int(np.prod(shape)) if shape else 1
     if datatype == "BYTES":
         return _bytes_elements(raw, count, name).reshape(shape)
@@ -171,7 +172,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(tail):
                 raise InvalidArgument(f"input {name!r}: binary_data_size {size!r} runs past the body")
-            inputs[name] = _from_binary(tail[offset:offset + size], datatype, shape, name)
+            inputs[name] = from_binary(tail[offset:offset + size], datatype, shape, name)
             offset += size
         elif "data" in raw:
             inputs[name] = _from_json(raw["data"], datatype, shape, name)
@@ -211,10 +212,10 @@ def classification_strings(values: np.ndarray, k: int, labels: tuple[str, ...] |
         order = np.argsort(-row.astype(np.float64), kind="stable")[:k]
         strings = []
         for i in order:
-            s = f"{float(row[i]):f}:{int(i)}"
+            text = f"{float(row[i]):f}:{int(i)}"
             if labels is not None and i < len(labels):
-                s += f":{labels[i]}"
-            strings.append(s.encode())
+                text += f":{labels[i]}"
+            strings.append(text.encode())
         out.append(strings)
     arr = np.empty((len(out), k), dtype=np.object_)
     for r, strings in enumerate(out):
@@ -231,6 +232,13 @@ def _bytes_payload(arr: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
+def to_binary(arr: np.ndarray, datatype: str) -> bytes:
+    """One tensor in its binary form (the inverse of ``from_binary``)."""
+    if datatype == "BYTES":
+        return _bytes_payload(arr)
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+
+
 def encode_response(head: dict[str, Any], outputs: list[tuple[str, str, np.ndarray, bool]]
                     ) -> tuple[bytes, int | None]:
     """``head`` plus outputs ``(name, datatype, array, binary)`` -> (body, JSON length or None).
@@ -241,8 +249,7 @@ def encode_response(head: dict[str, Any], outputs: list[tuple[str, str, np.ndarr
     for name, datatype, arr, binary in outputs:
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         if binary:
-            blob = (_bytes_payload(arr) if datatype == "BYTES"
-                    else np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
+            blob = to_binary(arr, datatype)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         elif datatype == "BYTES":

@@ -208,7 +208,7 @@ class BatchedBackend:
         return list(results)
 
     async def stats(self, model: str | None = None, version: int | None = None) -> list[ModelStats]:
-        out = []
+        out: list[ModelStats] = []
         for name in sorted(self._models) if model is None else [model]:
             spec = self.describe(name)
             batchers = self._models[name].batchers
