@@ -16,6 +16,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
+#: the environment of a gateway that serves ``FakeBackend`` (deterministic models, no model files)
+FAKE = {"VISIONGATE_BACKEND": "fake"}
+
 
 def photo(name: str) -> np.ndarray:
     """A real photograph bundled with scikit-image, RGB uint8."""
