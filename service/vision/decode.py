@@ -57,10 +57,10 @@ class DecodedImage:
     (measured: about 0.3 ms of a 12.6 ms classify on one core). ``pixels`` is whichever exists.
     """
 
-    __slots__ = ("_rgb", "_image", "original_size", "alpha", "format")
+    __slots__ = ("_image", "_rgb", "alpha", "format", "original_size")
 
     def __init__(self, rgb: np.ndarray | None = None, original_size: tuple[int, int] = (0, 0),
-                 alpha: np.ndarray | None = None, format: str | None = None,  # noqa: A002
+                 alpha: np.ndarray | None = None, format: str | None = None,
                  image: Image.Image | None = None) -> None:
         if (rgb is None) == (image is None):
             raise ValueError("give exactly one of rgb (an array) or image (an RGB Pillow image)")

@@ -9,9 +9,9 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
+from support import encode, photo
 
 from service.vision.decode import DecodeError, TooManyPixels, decode
-from support import encode, photo
 
 LIMIT = 50_000_000
 
