@@ -20,7 +20,7 @@ import binascii
 from typing import Any, TypeVar
 
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message
 
 from ..errors import BodyTooLarge, EmptyBody, InvalidArgument, InvalidImage, UnsupportedMediaType
@@ -28,7 +28,7 @@ from ..settings import Settings
 from .fetch import fetch_image
 from .json_body import load_json
 from .multipart import single_file, without_preamble
-from .streams import read_limited
+from .streams import ClientDisconnected, read_limited
 
 T = TypeVar("T")
 
@@ -89,7 +89,10 @@ IMAGE_REQUEST_BODY = {
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    return await read_limited(request.stream(), limit, request.headers.get("content-length"), "the body")
+    try:
+        return await read_limited(request.stream(), limit, request.headers.get("content-length"), "the body")
+    except ClientDisconnect:
+        raise ClientDisconnected("the client closed the connection before its request body arrived") from None
 
 
 async def _multipart_images(request: Request, body: bytes, settings: Settings) -> list[bytes]:
