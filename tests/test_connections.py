@@ -86,7 +86,7 @@ def test_bytes_that_are_not_http_get_a_json_400(gateway_small: tuple[str, int]) 
 
 def test_silent_and_slow_connections_cannot_fill_the_cap(gateway_small: tuple[str, int],
                                                          chelsea_jpeg: bytes) -> None:
-    url = "http://%s:%d" % gateway_small
+    url = "http://{}:{}".format(*gateway_small)
     hogs = [socket.create_connection(gateway_small) for _ in range(MAX_CONNECTIONS * 3)]
     for sock in hogs[::2]:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")  # slowloris: headers started, never finished
@@ -103,7 +103,7 @@ def test_silent_and_slow_connections_cannot_fill_the_cap(gateway_small: tuple[st
 
 def test_when_every_connection_is_busy_health_is_answered_and_the_rest_is_json_503(
         gateway_small: tuple[str, int]) -> None:
-    url = "http://%s:%d" % gateway_small
+    url = "http://{}:{}".format(*gateway_small)
     busy = []
     for _ in range(MAX_CONNECTIONS):  # each one is uploading a body that never finishes: a request in progress
         sock = socket.create_connection(gateway_small)
