@@ -145,6 +145,7 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_origin(settings)
     if settings.http_workers > 1:
         _serve_workers(settings)
         return
@@ -152,6 +153,20 @@ def serve(settings: Settings) -> None:
     app = create_app(settings)
     config = uvicorn.Config(EdgeApp(app, max_requests(settings)), **_uvicorn_options(settings))
     DrainingServer(config, app, settings).run()
+
+
+def log_origin(settings: Settings) -> None:
+    """Say where models come from; a repository path that does not exist is an error worth a line
+    (the gateway still starts, not ready, so that probes and logs say why)."""
+    if settings.backend == "triton":
+        logger.info("backend triton at %s (%s)", settings.triton_url, settings.triton_protocol)
+        return
+    repository = settings.repository.resolve()
+    if not repository.is_dir():
+        logger.error("model repository %s does not exist (VISIONGATE_REPOSITORY / --repository): "
+                     "no model will load and /readyz will answer 503", repository)
+    else:
+        logger.info("backend onnxruntime, model repository %s", repository)
 
 
 def worker_app() -> EdgeApp:
