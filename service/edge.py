@@ -22,15 +22,11 @@ import logging
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .connections import OVER_CAP
-from .errors import Overloaded, ServiceUnavailable, VisionGateError, error_response
+from .errors import InternalError, Overloaded, ServiceUnavailable, VisionGateError, error_response
 
 logger = logging.getLogger("visiongate")
 
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
-
-
-class InternalError(VisionGateError):
-    """What the app's own handler calls an unhandled exception, for one that got past it."""
 
 
 class EdgeApp:

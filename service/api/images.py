@@ -20,7 +20,7 @@ import binascii
 from typing import Any, TypeVar
 
 from starlette.datastructures import UploadFile
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.types import Message
 
 from ..errors import BodyTooLarge, EmptyBody, InvalidArgument, InvalidImage, UnsupportedMediaType
@@ -28,7 +28,7 @@ from ..settings import Settings
 from .fetch import fetch_image
 from .json_body import load_json
 from .multipart import single_file, without_preamble
-from .streams import ClientDisconnected, read_limited
+from .streams import read_limited
 
 T = TypeVar("T")
 
@@ -89,10 +89,7 @@ IMAGE_REQUEST_BODY = {
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    try:
-        return await read_limited(request.stream(), limit, request.headers.get("content-length"), "the body")
-    except ClientDisconnect:
-        raise ClientDisconnected("the client closed the connection before its request body arrived") from None
+    return await read_limited(request.stream(), limit, request.headers.get("content-length"), "the body")
 
 
 async def _multipart_images(request: Request, body: bytes, settings: Settings) -> list[bytes]:

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from ..errors import BodyTooLarge, VisionGateError
-
-
-class ClientDisconnected(VisionGateError):
-    """The client went away before its request body arrived. Not a server error: nginx's 499,
-    logged at INFO without a traceback; the answer reaches nobody."""
-
-    status_code = 499
+from ..errors import BodyTooLarge
 
 
 async def read_limited(chunks: AsyncIterator[bytes], limit: int, declared: str | None, what: str) -> bytes:
