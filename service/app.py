@@ -23,6 +23,7 @@ from .deadlines import DeadlineMiddleware
 from .disconnects import CancelOnDisconnect
 from .metrics import Metrics
 from .middleware import AdmissionMiddleware, MetricsMiddleware, OpenRequests
+from .schemas import document_limits
 from .settings import Settings
 
 
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(health.router)
     app.include_router(oip_v2.router)
     app.include_router(ui.router)
+    document_limits(app, settings)  # the OpenAPI schema states every limit the server enforces
     # Starlette wraps each added middleware around the ones added before it: the LAST added runs
     # first. So a request meets Metrics (sees every answer), then Admission (refuses before
     # anything is read), then CancelOnDisconnect (a client that leaves stops its work), then

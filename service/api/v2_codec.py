@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgument, NonFiniteOutput
+from .json_body import DEFAULT_MAX_DEPTH, load_json
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -128,7 +129,8 @@ def from_binary(raw: bytes, datatype: str, shape: tuple[int, ...], name: str) ->
     return np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="), copy=False).reshape(shape)
 
 
-def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+def split_body(body: bytes, header_length: str | None,
+               max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[dict[str, Any], bytes]:
     """The JSON header (a dict) and the binary tail of a request body."""
     if header_length is None:
         head, tail = body, b""
@@ -139,19 +141,14 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
             raise InvalidArgument(f"{HEADER_LENGTH} is {header_length!r} but the body has {len(body)} bytes")
         n = int(header_length)
         head, tail = body[:n], body[n:]
-    try:
-        doc = json.loads(head)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"the request header is not valid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise InvalidArgument("the request header is nested too deeply") from exc
+    doc = load_json(head, max_depth, "the request header")
     if not isinstance(doc, dict):
         raise InvalidArgument("the request header must be a JSON object")
     return doc, tail
 
 
-def decode_request(body: bytes, header_length: str | None) -> InferRequest:
-    doc, tail = split_body(body, header_length)
+def decode_request(body: bytes, header_length: str | None, max_depth: int = DEFAULT_MAX_DEPTH) -> InferRequest:
+    doc, tail = split_body(body, header_length, max_depth)
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidArgument("the request needs a non-empty 'inputs' list")

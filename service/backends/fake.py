@@ -19,8 +19,9 @@ What each model answers (so tests can assert it):
   logits are the image's mean red, green and blue (0..1) and 0.5 for gray, times 10: a red photo is
   ``red``.
 - ``fake_detector`` (detect, letterboxed 320x320, labels ``bright``, ``dark``): one box around the
-  pixels brighter than the image's mean (score 0.9, class ``bright``) and one whole-image box
-  (score 0.3, class ``dark``).
+  pixels brighter than the mean of the model's input (score 0.9, class ``bright``) and one
+  whole-input box (score 0.3, class ``dark``). The input is letterboxed with gray (114): on a
+  non-square image darker than that, the padding counts as bright.
 - ``fake_upscaler`` (super-resolve x2, any size): nearest-neighbour upscaling.
 
 ``item_delay_s`` makes every item cost that long, to put the queues under load.

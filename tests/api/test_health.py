@@ -62,8 +62,6 @@ def test_metrics_count_requests_latencies_and_batch_sizes(fake_gateway: str) -> 
     assert 'visiongate_request_seconds_bucket{le="0.002",route="/v1/classify"}' in text
 
 
-@pytest.mark.xfail(strict=True, reason="service.app.make_backend builds FakeBackend without "
-                                       "on_batch=metrics.observe_batch")
 def test_metrics_count_batch_sizes_per_model(fake_gateway: str) -> None:
     r = httpx.post(f"{fake_gateway}/v1/detect", content=encode(photo("coffee")),
                    headers={"content-type": "image/jpeg"})
