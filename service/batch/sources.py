@@ -22,23 +22,11 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..vision.formats import SNIFF_BYTES, sniff
 from ..errors import InvalidImage, PayloadTooLarge
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib",
                               ".tif", ".tiff", ".webp"})
-
-#: (offset, signature, format name)
-_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"\xff\xd8\xff", "JPEG"),
-    (0, b"\x89PNG\r\n\x1a\n", "PNG"),
-    (0, b"GIF87a", "GIF"),
-    (0, b"GIF89a", "GIF"),
-    (0, b"BM", "BMP"),
-    (0, b"II*\x00", "TIFF"),
-    (0, b"MM\x00*", "TIFF"),
-    (8, b"WEBP", "WEBP"),  # after "RIFF" + 4 length bytes
-)
-
 
 @dataclass(frozen=True)
 class Skipped:
@@ -109,16 +97,6 @@ def list_images(root: Path) -> tuple[list[str], int, list[Skipped]]:
     return found, other, skipped
 
 
-def sniff(head: bytes) -> str | None:
-    """The image format the first bytes announce, or None."""
-    for offset, sig, name in _SIGNATURES:
-        if head[offset:offset + len(sig)] == sig:
-            if name == "WEBP" and head[:4] != b"RIFF":
-                continue
-            return name
-    return None
-
-
 def read_image(root: Path, rel: str, max_bytes: int) -> bytes:
     """The bytes of ``root/rel``, checked: a regular file, not empty, at most ``max_bytes``, an
     image signature.
@@ -150,7 +128,7 @@ def read_image(root: Path, rel: str, max_bytes: int) -> bytes:
                               limit=max_bytes)
     if not data:
         raise InvalidImage("the file is empty")
-    if sniff(data[:16]) is None:
+    if sniff(data[:SNIFF_BYTES]) is None:
         raise InvalidImage("the file is not an image: its content has no JPEG, PNG, GIF, BMP, TIFF "
                            "or WebP signature")
     return data

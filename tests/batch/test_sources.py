@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from support import encode, photo
 
-from service.batch.sources import list_images, read_image, sniff
+from service.batch.sources import list_images, read_image
+from service.vision.formats import sniff
 from service.errors import InvalidImage, PayloadTooLarge
 
 
