@@ -18,33 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from .. import dtypes
 from ..errors import InvalidArgument, NonFiniteOutput
 from .json_body import DEFAULT_MAX_DEPTH, load_json
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
-#: v2 datatype name <-> numpy dtype (BYTES is an object array of ``bytes``)
-V2_DTYPES: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-    "BYTES": np.dtype(np.object_),
-}
-
-
-def v2_datatype(triton_type: str) -> str:
-    """``TYPE_FP32`` (model config) -> ``FP32`` (v2 wire); ``TYPE_STRING`` -> ``BYTES``."""
-    name = triton_type.removeprefix("TYPE_")
-    return "BYTES" if name == "STRING" else name
+# the one dtype table (re-exported: the v2 layers name their types by it)
+V2_DTYPES = dtypes.V2_NUMPY
+v2_datatype = dtypes.v2_datatype
 
 
 @dataclass
