@@ -29,6 +29,7 @@ import httpx
 from pydantic import BaseModel
 
 from .schemas import ClassifyResult, DetectResult, ModelInfo, ModelList
+from .vision.formats import media_type
 
 __all__ = [
     "AsyncClient", "BadRequestError", "Client", "ClientConnectionError", "GatewayError", "NotFoundError",
@@ -151,16 +152,6 @@ def super_resolved(response: httpx.Response) -> SuperResolved:
 
 
 # --- requests (shared by both clients) --------------------------------------------------------------
-
-_MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF8", "image/gif"),
-          (b"BM", "image/bmp"), (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
-
-
-def media_type(data: bytes) -> str:
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return next((t for magic, t in _MAGIC if data.startswith(magic)), "application/octet-stream")
-
 
 def _is_url(image: Image) -> bool:
     return isinstance(image, str) and image.startswith(("http://", "https://"))

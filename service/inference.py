@@ -75,7 +75,8 @@ def decode_image(data: bytes, settings: Settings, spec: ModelSpec | None = None,
         cfg = spec.preprocess
         limit = partial(shrink_limit, cfg)
     with image_errors(settings):
-        return vdecode.decode(data, settings.max_image_pixels, shrink_limit=limit, keep_alpha=keep_alpha)
+        return vdecode.decode(data, settings.max_image_pixels, shrink_limit=limit, keep_alpha=keep_alpha,
+                              formats=settings.decode_formats)
 
 
 def prepare(data: bytes, spec: ModelSpec, settings: Settings) -> Prepared:
@@ -94,7 +95,7 @@ def prepare_full(data: bytes, spec: ModelSpec, settings: Settings) -> Prepared:
 def image_size(data: bytes, settings: Settings) -> tuple[int, int]:
     """(width, height) from the header alone, with the gateway's limits and errors."""
     with image_errors(settings):
-        return vdecode.open_image(data, settings.max_image_pixels).size
+        return vdecode.open_image(data, settings.max_image_pixels, formats=settings.decode_formats).size
 
 
 @dataclass(frozen=True)
