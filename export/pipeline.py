@@ -18,8 +18,8 @@ from .sources.base import LoadedModel
 
 logger = logging.getLogger("visiongate.export")
 
-#: items per batch written into config.pbtxt, by task. On CPU batching buys little (notes/
-#: performance.md); on a GPU raise it with --max-batch-size.
+#: items per batch written into config.pbtxt, by task. On CPU batching buys little (README,
+#: "Performance"); on a GPU raise it with --max-batch-size.
 DEFAULT_MAX_BATCH = {"classify": 8, "detect": 4, "super_resolve": 4, "segment": 4}
 
 

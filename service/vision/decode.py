@@ -5,7 +5,7 @@ decoder (EPS, which runs Ghostscript, and a dozen rarer ones) stays unreachable 
 EXIF orientation is applied. Every Pillow mode becomes RGB the same way every time: alpha is
 composited over white, 16/32-bit integer images are scaled down from their full range, float images
 are read as [0, 1]. For JPEG the decoder may downscale in the DCT domain (``draft``) when the caller
-says how small the image may get, which is 3-5x cheaper than a full decode (notes/performance.md).
+says how small the image may get, which measured 3-5x cheaper than a full decode.
 """
 
 from __future__ import annotations
