@@ -14,6 +14,8 @@ then (``one_or_many``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import asyncio
 import base64
 import binascii
@@ -54,7 +56,7 @@ _URL = {"type": "string", "format": "uri", "description": "fetched only from hos
 _BINARY = {"type": "string", "format": "binary"}
 
 
-def _one_key(key: str, schema: dict[str, object]) -> dict[str, object]:
+def _one_key(key: str, schema: Mapping[str, object]) -> dict[str, object]:
     return {"type": "object", "title": key, "required": [key], "properties": {key: schema}}
 
 

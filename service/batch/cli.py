@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import ServiceUnavailable, VisionGateError
+from ..settings import Settings
+from .engines import Engine
 from .ledger import LedgerError
 from .progress import Summary
 from .retry import RetryPolicy
@@ -83,13 +85,13 @@ def shard_from(args_shard: str | None, env: Mapping[str, str]) -> Shard:
     return Shard(int(index), int(count))
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace) -> Settings:
     from ..settings import Settings
 
     return Settings(**({"repository": args.repository} if args.repository else {}))
 
 
-def _engine(args: argparse.Namespace, settings, opts: TaskOptions):
+def _engine(args: argparse.Namespace, settings: Settings, opts: TaskOptions) -> Engine:
     from .engines import HttpEngine, local_engine, triton_engine
 
     via = args.via or ""

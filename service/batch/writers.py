@@ -51,7 +51,7 @@ class OutputWriteError(Exception):
         self.path = path
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write ``path`` through a temp file + fsync + rename; a crash leaves only a ``.*.tmp`` file.
 
     Raises ``OutputWriteError`` when the file system refuses (the temp file is removed)."""

@@ -139,9 +139,12 @@ def _scale_int32(img: Image.Image) -> np.ndarray:
     tags = getattr(img, "tag_v2", None)
     if tags is not None and _first(tags.get(_TIFF_BITS_PER_SAMPLE)) == 32:
         if _first(tags.get(_TIFF_SAMPLE_FORMAT)) == 2:
-            return (np.clip(arr, 0, None) >> 23).astype(np.uint8)
-        return (arr.astype(np.int32).view(np.uint32) >> 24).astype(np.uint8)
-    return (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
+            signed: np.ndarray = (np.clip(arr, 0, None) >> 23).astype(np.uint8)
+            return signed
+        unsigned: np.ndarray = (arr.astype(np.int32).view(np.uint32) >> 24).astype(np.uint8)
+        return unsigned
+    scaled: np.ndarray = (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
+    return scaled
 
 
 def _first(value: object) -> object:
