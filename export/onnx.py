@@ -9,13 +9,17 @@ float32 in 0..255 (super-resolution; the gateway clamps and rounds).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .sources.base import LoadedModel, ModelCard
 
 OPSET = 17
+#: ONNX ``metadata_props`` key holding the pre-processing (JSON), so the file describes itself
+PREPROCESS_KEY = "visiongate.preprocess"
 
 
 class PixelInput(torch.nn.Module):
@@ -46,6 +50,50 @@ def output_names(card: ModelCard) -> list[str]:
     return {"classify": ["logits"], "detect": ["boxes", "scores"], "super_resolve": ["output"]}[card.task]
 
 
+def preprocess_metadata(card: ModelCard) -> dict[str, Any]:
+    """What a reader of the bare ONNX file needs to feed it: the graph takes uint8 NHWC and normalises itself.
+
+    ``mean``/``std`` are the ones the graph applies (0..1 units, model channel order), recorded so the
+    file says how the network was trained; ``crop_pct`` is input side / resize side (1.0: no crop).
+    """
+    h, w = card.input_size or (-1, -1)
+    crop_pct = 1.0
+    if card.resize == "center_crop" and card.input_size and card.resize_size:
+        crop_pct = round(max(card.input_size) / card.resize_size, 6)
+    return {
+        "task": card.task,
+        "input_size": [3, h, w],
+        "interpolation": card.interpolation or "bilinear",
+        "mean": list(card.mean),
+        "std": list(card.std),
+        "crop_pct": crop_pct,
+        "resize": card.resize,
+        "layout": "NHWC",
+        "dtype": "uint8",
+        "channel_order": card.channel_order,
+        "normalization": "in_graph",
+    }
+
+
+def write_metadata(path: Path, entries: dict[str, str]) -> None:
+    """Set ``metadata_props`` entries of the ONNX file at ``path`` (others are kept)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key not in entries]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in entries.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
 def export_onnx(loaded: LoadedModel, path: Path, example: torch.Tensor) -> torch.nn.Module:
     """Write ``path`` and return the wrapped module (the parity reference).
 
@@ -66,4 +114,5 @@ def export_onnx(loaded: LoadedModel, path: Path, example: torch.Tensor) -> torch
             wrapped, (example,), str(path), input_names=["image"], output_names=names,
             dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True,
         )
+    write_metadata(path, {PREPROCESS_KEY: json.dumps(preprocess_metadata(card))})
     return wrapped

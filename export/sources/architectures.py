@@ -133,7 +133,9 @@ def _coco_labels(columns: int) -> tuple[str, ...] | None:
     return None
 
 
-def _detector(arch: str) -> Callable[[Mapping[str, torch.Tensor], ArchOptions, str], LoadedModel]:
+def detector_loader(arch: str) -> Callable[[Mapping[str, torch.Tensor], ArchOptions, str], LoadedModel]:
+    """The loader of a torchvision single-stage detector (the ``DETECTORS`` of ``torchvision_detection``)."""
+
     def load(state: Mapping[str, torch.Tensor], opts: ArchOptions, provenance: str) -> LoadedModel:
         from .torchvision_detection import (
             DETECTORS,
@@ -212,11 +214,11 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     _tv_timm("mobilenet_v2", "mobilenet_v2", "classifier.1.weight", "mobilenetv2_100"),
     _tv_timm("mobilenet_v3_small", "mobilenet_v3_small", "classifier.3.weight", "mobilenetv3_small_100"),
     _tv_timm("mobilenet_v3_large", "mobilenet_v3_large", "classifier.3.weight", "mobilenetv3_large_100"),
-    Architecture("ssd300_vgg16", "detect", "SSD300 VGG16 (torchvision)", _detector("ssd300_vgg16")),
+    Architecture("ssd300_vgg16", "detect", "SSD300 VGG16 (torchvision)", detector_loader("ssd300_vgg16")),
     Architecture("ssdlite320_mobilenet_v3_large", "detect", "SSDlite320 MobileNetV3-Large (torchvision)",
-                 _detector("ssdlite320_mobilenet_v3_large")),
+                 detector_loader("ssdlite320_mobilenet_v3_large")),
     Architecture("retinanet_resnet50_fpn", "detect", "RetinaNet ResNet-50 FPN (torchvision)",
-                 _detector("retinanet_resnet50_fpn")),
+                 detector_loader("retinanet_resnet50_fpn")),
     Architecture("srresnet", "super_resolve", "SRResNet (SRGAN generator), x2/x4/x8", _srresnet),
     Architecture("espcn", "super_resolve", "ESPCN (sub-pixel CNN), any integer scale", _espcn),
 )}
