@@ -85,13 +85,24 @@ def export_model(loaded: LoadedModel, name: str, repository: Path, *, max_batch_
             report.details["weights"] = "RANDOM initialisation (--random-weights): its predictions mean nothing"
         report.write(stage.directory / "parity.json")
         if not report.passed:
-            raise ParityError(f"{name}: ONNX does not match PyTorch: {report.metrics} "
+            raise ParityError(f"{name}: {_failure(report)}: {report.metrics} "
                               f"(thresholds {report.thresholds}); no version written")
         bar("publish")
         version = stage.commit(config, card.labels)
     bar(None)
     logger.info("exported %s version %d: %s", name, version, report.metrics)
     return ExportResult(name, version, repository / name / str(version), report)
+
+
+def _failure(report: ParityReport) -> str:
+    """What the failed proof means and what the user can do about it."""
+    if "worse_than_bicubic" in report.details:
+        return (f"the model is {report.details['worse_than_bicubic']} (are these the trained weights? "
+                "--force publishes it anyway)")
+    if "empty" in report.details:
+        return (f"{report.details['empty']} (use --images DIR with photos of your classes, or "
+                "--allow-empty-detections)")
+    return "ONNX does not match PyTorch"
 
 
 def _progress(steps: list[str], name: str, enabled: bool):  # type: ignore[no-untyped-def]
