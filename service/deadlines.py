@@ -15,7 +15,7 @@ from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import InvalidArgument, error_response
+from .errors import InvalidArgument, error_response, protocol_of
 
 HEADERS = (b"x-request-timeout", b"request-timeout")
 _SCOPE_KEY = "visiongate.deadline"
@@ -65,7 +65,7 @@ class DeadlineMiddleware:
                 try:
                     timeout = min(timeout, parse_timeout(value.decode("latin-1")))
                 except InvalidArgument as exc:
-                    await error_response(exc)(scope, receive, send)
+                    await error_response(exc, protocol_of(scope["path"]))(scope, receive, send)
                     return
         arrived = time.monotonic()
         deadline = arrived + timeout

@@ -49,11 +49,28 @@ class Settings(BaseSettings):
 
     # where models come from
     repository: Path = Field(Path("model_repository"), description="Triton model repository to serve")
-    backend: Literal["onnxruntime", "triton"] = "onnxruntime"
+    backend: Literal["onnxruntime", "triton", "fake"] = Field(
+        "onnxruntime", description="'fake' serves FakeBackend's deterministic models (no model files): "
+        "for testing clients and deployments, never for answers")
     triton_url: str = "127.0.0.1:8001"
     triton_protocol: Literal["grpc", "http"] = "grpc"
     triton_timeout_s: float = Field(30.0, gt=0, description="per-request timeout towards Triton")
     triton_poll_interval_s: float = Field(2.0, gt=0, description="how often readiness re-checks Triton")
+
+    fake_item_delay_s: float = Field(0.0, ge=0, description="backend 'fake': seconds each item costs, to "
+                                     "put the queues under load in tests")
+
+    # model lifecycle (Triton's model control modes)
+    model_control: Literal["none", "poll", "explicit"] = Field(
+        "none", description="'poll' reloads models whose folder changed, every model_poll_interval_s; "
+        "'explicit' adds POST /v2/repository/models/{m}/load and /unload (admin)")
+    model_poll_interval_s: float = Field(15.0, gt=0, description="poll mode: how often the repository is read")
+    readiness: Literal["all", "any"] = Field(
+        "all", description="'all': ready only when every model in the repository loaded (Triton's default); "
+        "'any': ready when at least one did")
+    default_models: dict[str, str] = Field(
+        default_factory=dict, description='the model a task uses when a request names none, e.g. '
+        '{"classify": "efficientnet_lite0"}; a task left out takes its first model by name')
 
     # HTTP server
     host: str = "127.0.0.1"
@@ -112,6 +129,11 @@ class Settings(BaseSettings):
     # fetching images by URL (off unless an allowlist is given)
     url_fetch_allowlist: list[str] = Field(default_factory=list, description="allowed hostnames")
     url_fetch_timeout_s: float = Field(5.0, gt=0)
+
+    # --- model config ---
+    default_max_batch_size: int = Field(4, ge=1, description="max_batch_size given to a model whose "
+                                        "config does not say and whose ONNX graph has a dynamic batch axis "
+                                        "(Triton's auto-complete default)")
 
     @model_validator(mode="after")
     def _share_cpus_between_workers(self) -> Settings:

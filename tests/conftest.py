@@ -48,7 +48,8 @@ def repository() -> Path:
     missing = [m for m in DEFAULT_MODELS if not (repo / m / "config.pbtxt").is_file()]
     if missing:
         if importlib.util.find_spec("torch") is None:
-            pytest.fail(f"{repo} lacks {missing}; run `visiongate export --defaults` (needs the export extra)")
+            pytest.skip(f"end-to-end test on real models: {repo} lacks {missing}; run "
+                        "`visiongate export --defaults` (needs the export extra)")
         subprocess.run([sys.executable, "-m", "service.cli", "export", "--missing-only", "--no-progress",
                         "--repository", str(repo), *missing], check=True)
     return repo
@@ -68,6 +69,18 @@ def coffee_jpeg() -> bytes:
 def gateway(repository: Path) -> Iterator[str]:
     """Base URL of a real gateway (uvicorn, httptools) serving the default models."""
     server = GatewayProcess(repository)
+    try:
+        wait_ready(server.url)
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a real gateway process serving ``FakeBackend``'s deterministic models: for tests
+    of HTTP behaviour (errors, limits, admission, deadlines) that need no model files or torch."""
+    server = GatewayProcess(tmp_path_factory.mktemp("empty-repository"), env={"VISIONGATE_BACKEND": "fake"})
     try:
         wait_ready(server.url)
         yield server.url

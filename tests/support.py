@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -86,3 +87,11 @@ def running_gateway(repository: Path, env: dict[str, str] | None = None) -> Iter
         yield server.url
     finally:
         server.stop()
+
+
+async def run_model(backend: Any, model: str, inputs: dict[str, np.ndarray],
+                    version: int | None = None) -> dict[str, np.ndarray]:
+    """One request through a backend's contract: admitted as a whole, then run."""
+    items = int(next(iter(inputs.values())).shape[0])
+    with backend.admit(model, version, items) as ticket:
+        return await backend.infer(ticket, inputs)  # type: ignore[no-any-return]

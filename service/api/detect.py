@@ -10,6 +10,7 @@ from ..errors import InvalidArgument, error_responses
 from ..inference import MAX_DETECTIONS, DetectOptions
 from ..schemas import DetectResult
 from ..vision.encode import MEDIA_TYPES, format_from_accept
+from .routing import inference_route
 from .deps import ServiceDep, SettingsDep
 from .images import IMAGE_REQUEST_BODY, request_images
 from .responses import json_result
@@ -28,6 +29,7 @@ router = APIRouter(tags=["tasks"])
     responses={**error_responses(400, 404, 413, 415, 503, 504),
                200: {"content": {"image/png": {}, "image/jpeg": {}}}},
 )
+@inference_route("detect")
 async def detect(
     request: Request,
     service: ServiceDep,
