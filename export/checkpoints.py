@@ -47,7 +47,7 @@ def _safe_globals() -> list[Any]:
     """The classes training scripts pickle beside the weights; none of them runs code when rebuilt."""
     import numpy as np
 
-    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar  # type: ignore[attr-defined]
     allowed: list[Any] = [argparse.Namespace, scalar, np.dtype, (scalar, "numpy.core.multiarray.scalar")]
     allowed += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
     # Lightning's hyper-parameters: a dict subclass; rebuilt as a plain dict, no Lightning import needed

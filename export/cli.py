@@ -101,17 +101,16 @@ def _load_arch(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from .sources.library import LibraryOptions, load_library_model, parse_arch
 
     labels = read_labels_file(args.labels) if args.labels else None
-    input_size = tuple(args.input_size) if args.input_size else None
+    size: tuple[int, int] | None = (args.input_size[0], args.input_size[1]) if args.input_size else None
     library = parse_arch(args.arch)
     if library is not None:
         lib, model = library
-        opts = LibraryOptions(num_classes=args.num_classes, labels=labels, input_size=input_size)  # type: ignore[arg-type]
-        loaded = load_library_model(lib, model, args.checkpoint, opts)
+        loaded = load_library_model(lib, model, args.checkpoint, LibraryOptions(
+            num_classes=args.num_classes, labels=labels, input_size=size))
         return model.split(".", 1)[0].replace("/", "_"), loaded
     arch = resolve(args.arch)
-    opts = ArchOptions(num_classes=args.num_classes, labels=labels, input_size=input_size,  # type: ignore[arg-type]
-                       scale=args.scale)
-    return arch.name, load_architecture(arch.name, args.checkpoint, opts)
+    return arch.name, load_architecture(arch.name, args.checkpoint, ArchOptions(
+        num_classes=args.num_classes, labels=labels, input_size=size, scale=args.scale))
 
 
 def _arch_usage_error(args: argparse.Namespace) -> str | None:

@@ -29,7 +29,7 @@ def photo(name: str) -> np.ndarray:
     from skimage import data
 
     if name == "motorcycle":
-        img = data.stereo_motorcycle()[0]
+        img = data.stereo_motorcycle()[0]  # type: ignore[no-untyped-call]
     else:
         img = getattr(data, name)()
     if img.ndim == 2:

@@ -87,7 +87,8 @@ def export_yolo(checkpoint: Path, name: str, repository: Path, *, imgsz: tuple[i
         model = YOLO(str(local))
         if model.task != "detect":
             raise ValueError(f"{checkpoint.name} is an Ultralytics {model.task!r} model; only detect is exported")
-        size = imgsz or tuple(int(v) for v in (model.overrides.get("imgsz") or 640,) * 2)[:2]
+        default = int(model.overrides.get("imgsz") or 640)
+        size: tuple[int, int] = imgsz or (default, default)
         onnx_path = Path(model.export(format="onnx", imgsz=list(size), dynamic=True, simplify=False, opset=17,
                                       verbose=False))
         session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -161,7 +162,7 @@ def run_yolo(args: argparse.Namespace) -> int:
     name = args.name or Path(args.checkpoint).stem
     try:
         version, report = export_yolo(Path(args.checkpoint), name, args.repository,
-                                      imgsz=tuple(args.input_size) if args.input_size else None,  # type: ignore[arg-type]
+                                      imgsz=(args.input_size[0], args.input_size[1]) if args.input_size else None,
                                       max_batch_size=args.max_batch_size, proof=_proof_options(args))
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"yolo: {exc}", file=sys.stderr)

@@ -69,7 +69,12 @@ def parse_arch(arch: str) -> tuple[Library, str] | None:
         return None
     if library not in LIBRARIES or not name:
         raise CheckpointError(f"--arch {arch!r}: expected timm:<model name> or torchvision:<model name>")
-    return library, name  # type: ignore[return-value]
+    return ("timm" if library == "timm" else "torchvision"), name
+
+
+def _three(values: Any) -> tuple[float, float, float]:
+    a, b, c = (float(v) for v in values)
+    return a, b, c
 
 
 def _suggest(name: str, known: list[str]) -> str:
@@ -86,21 +91,21 @@ def _timm_labels(n: int, cfg: Mapping[str, Any]) -> tuple[str, ...] | None:
 
         return imagenet_labels()
     try:
-        from timm.data import ImageNetInfo, infer_imagenet_subset
+        from timm.data import ImageNetInfo, infer_imagenet_subset  # type: ignore[attr-defined]
     except ImportError:
         return None
     subset = infer_imagenet_subset(dict(cfg))
     if subset is None:
         return None
     info = ImageNetInfo(subset)
-    if info.num_classes() != n:
+    if info.num_classes() != n:  # type: ignore[no-untyped-call]
         return None
     return tuple(info.index_to_description(i).split(",")[0].strip() for i in range(n))
 
 
 def timm_config(name: str) -> LibraryConfig:
     import timm
-    from timm.data import resolve_data_config
+    from timm.data import resolve_data_config  # type: ignore[attr-defined]
     from timm.models import get_pretrained_cfg
 
     base = name.split(".", 1)[0]
@@ -110,16 +115,16 @@ def timm_config(name: str) -> LibraryConfig:
     if pretrained is None:
         raise CheckpointError(f"timm knows {base!r} but not the pretrained tag in {name!r}; tags: "
                               f"{', '.join(timm.list_pretrained(base + '.*')[:8])}")
-    cfg = pretrained.to_dict()
-    data = resolve_data_config(pretrained_cfg=cfg)
+    cfg: dict[str, Any] = pretrained.to_dict()  # type: ignore[no-untyped-call]
+    data: dict[str, Any] = resolve_data_config(pretrained_cfg=cfg)  # type: ignore[no-untyped-call]
     _, h, w = data["input_size"]
     n = int(cfg.get("num_classes") or 1000)
     if data.get("crop_mode", "center") != "center":
         logger.warning("timm %s evaluates with crop_mode=%s; the gateway centre-crops", name, data["crop_mode"])
     return LibraryConfig(
         library="timm", name=name, task="classify", input_size=(int(h), int(w)),
-        interpolation=str(data["interpolation"]), mean=tuple(data["mean"]),  # type: ignore[arg-type]
-        std=tuple(data["std"]), crop_pct=float(data["crop_pct"]),  # type: ignore[arg-type]
+        interpolation=str(data["interpolation"]), mean=_three(data["mean"]), std=_three(data["std"]),
+        crop_pct=float(data["crop_pct"]),
         resize_size=math.floor(max(h, w) / float(data["crop_pct"]) + 1e-9), num_classes=n,
         labels=_timm_labels(n, cfg), source=f"timm pretrained_cfg {pretrained.hf_hub_id or name}",
     )
@@ -176,12 +181,12 @@ def torchvision_config(name: str) -> LibraryConfig:
     transform = weights.transforms()
     crop = int(transform.crop_size[0])
     resize = int(transform.resize_size[0])
-    categories = tuple(weights.meta.get("categories") or ()) or None
+    found = tuple(str(c) for c in weights.meta.get("categories") or ())
     return LibraryConfig(
         library="torchvision", name=name, task="classify", input_size=(crop, crop),
-        interpolation=str(transform.interpolation.value), mean=tuple(transform.mean),  # type: ignore[arg-type]
-        std=tuple(transform.std), crop_pct=crop / resize, resize_size=resize,  # type: ignore[arg-type]
-        num_classes=len(categories) if categories else 1000, labels=categories,
+        interpolation=str(transform.interpolation.value), mean=_three(transform.mean), std=_three(transform.std),
+        crop_pct=crop / resize, resize_size=resize,
+        num_classes=len(found) if found else 1000, labels=found or None,
         source=f"torchvision {weights} transforms()",
     )
 
@@ -193,7 +198,8 @@ def _tv_build(name: str) -> Callable[[int], nn.Module]:
         kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes}
         if name in ("inception_v3", "googlenet"):
             kwargs["init_weights"] = False  # scipy-based truncated normal init: slow and irrelevant here
-        return models.get_model(name, **kwargs)
+        module: nn.Module = models.get_model(name, **kwargs)
+        return module
 
     return build
 

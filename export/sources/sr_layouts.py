@@ -114,15 +114,17 @@ class SubPixelNet(nn.Module):
         act = torch.tanh if self.activation == "tanh" else torch.relu
         for conv in self.convs[:-1]:
             x = act(conv(x))
-        return self.shuffle(self.convs[-1](x))
+        out: torch.Tensor = self.shuffle(self.convs[-1](x))
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels == 3:
             return self.net(x)
-        ycc = torch.einsum("ij,njhw->nihw", self.to_ycc, x * 255.0) + self.offset
+        offset = self.get_buffer("offset")
+        ycc = torch.einsum("ij,njhw->nihw", self.to_ycc, x * 255.0) + offset
         y = self.net(ycc[:, :1] / 255.0) * 255.0
         chroma = nn.functional.interpolate(ycc[:, 1:], scale_factor=self.scale, mode="bicubic", align_corners=False)
-        rgb = torch.einsum("ij,njhw->nihw", self.from_ycc, torch.cat([y, chroma], dim=1) - self.offset)
+        rgb = torch.einsum("ij,njhw->nihw", self.from_ycc, torch.cat([y, chroma], dim=1) - offset)
         return rgb / 255.0
 
 
