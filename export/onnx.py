@@ -18,8 +18,9 @@ import torch
 from .sources.base import LoadedModel, ModelCard
 
 OPSET = 17
-#: ONNX ``metadata_props`` key holding the pre-processing (JSON), so the file describes itself
-PREPROCESS_KEY = "visiongate.preprocess"
+#: ONNX ``metadata_props`` key holding the pre-processing as JSON, so the file describes itself
+#: (the shape of timm's pretrained config plus visiongate's fields: docs/model-config.md)
+PREPROCESS_KEY = "pretrained_cfg"
 
 
 class PixelInput(torch.nn.Module):
@@ -51,28 +52,34 @@ def output_names(card: ModelCard) -> list[str]:
 
 
 def preprocess_metadata(card: ModelCard) -> dict[str, Any]:
-    """What a reader of the bare ONNX file needs to feed it: the graph takes uint8 NHWC and normalises itself.
+    """What a reader of the bare ONNX file needs to feed it (the graph takes uint8 NHWC and normalises itself).
 
     ``mean``/``std`` are the ones the graph applies (0..1 units, model channel order), recorded so the
-    file says how the network was trained; ``crop_pct`` is input side / resize side (1.0: no crop).
+    file says how the network was trained; ``parameters.resize_size`` is the shorter side before a centre crop.
     """
-    h, w = card.input_size or (-1, -1)
-    crop_pct = 1.0
-    if card.resize == "center_crop" and card.input_size and card.resize_size:
-        crop_pct = round(max(card.input_size) / card.resize_size, 6)
-    return {
-        "task": card.task,
-        "input_size": [3, h, w],
+    meta: dict[str, Any] = {"task": card.task}
+    if card.input_size is not None:
+        meta["input_size"] = [3, card.input_size[0], card.input_size[1]]
+    meta.update({
         "interpolation": card.interpolation or "bilinear",
         "mean": list(card.mean),
         "std": list(card.std),
-        "crop_pct": crop_pct,
         "resize": card.resize,
-        "layout": "NHWC",
-        "dtype": "uint8",
-        "channel_order": card.channel_order,
         "normalization": "in_graph",
-    }
+        "channel_order": card.channel_order,
+    })
+    if card.labels:
+        meta["labels"] = list(card.labels)
+    parameters = dict(card.extra)
+    if card.resize_size:
+        # the exact side, not timm's crop_pct: a reader that rounds crop_pct can land one pixel off, and a
+        # config that sets resize_size must not meet a crop_pct it did not write
+        parameters["resize_size"] = str(card.resize_size)
+    if card.task == "classify":
+        parameters.setdefault("output_activation", "softmax")
+    if parameters:
+        meta["parameters"] = parameters
+    return meta
 
 
 def write_metadata(path: Path, entries: dict[str, str]) -> None:

@@ -15,7 +15,7 @@ from service.repository import spec_from_config
 from .onnx import export_onnx
 from .parity import ParityError, ParityReport, ProofOptions, prove
 from .reexport import merge_config
-from .repository import build_config, existing_config, remove_stale_staging, staged_version
+from .repository import build_config, canonical, existing_config, remove_stale_staging, staged_version
 from .sources.base import LoadedModel
 
 logger = logging.getLogger("visiongate.export")
@@ -44,7 +44,7 @@ class ExportResult:
 
 def publish_config(name: str, repository: Path, new: dict[str, Any]) -> dict[str, Any]:
     """``new`` with the hand edits of the model's current config kept (reported in the log)."""
-    merged = merge_config(new, existing_config(repository, name))
+    merged = merge_config(canonical(new), existing_config(repository, name))
     merged.report(name)
     return merged.config
 

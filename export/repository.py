@@ -73,16 +73,26 @@ def build_config(name: str, card: ModelCard, *, max_batch_size: int, platform: s
     }
 
 
+def canonical(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` in the one dict shape Triton's JSON gives (int64 fields as strings), for comparisons."""
+    from service.model_config import config_from_dict, config_to_dict
+
+    return config_to_dict(config_from_dict(config))
+
+
 def existing_config(repository: Path, name: str) -> dict[str, Any] | None:
-    """The model's current config.pbtxt as a dict, or ``None`` when the model is new.
+    """The model's current config.pbtxt as a dict (Triton's JSON shape), or ``None`` when the model is new.
 
     Raises:
-        pbtxt.PbtxtError: the file exists and is not valid text format (a re-export must not guess).
+        service.model_config.ConfigError: the file exists and is not a valid model config (a re-export
+            must not guess what it meant).
     """
+    from service.model_config import config_to_dict, read_config
+
     path = Path(repository) / name / "config.pbtxt"
     if not path.is_file():
         return None
-    return pbtxt.parse(path.read_text(encoding="utf-8"))
+    return config_to_dict(read_config(path, name))
 
 
 def _fsync_tree(root: Path) -> None:

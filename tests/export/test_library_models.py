@@ -90,10 +90,13 @@ def test_timm_export_with_random_weights_end_to_end(tmp_path, capsys):
     params = {k: v.string_value for k, v in config.parameters.items()}
     assert params["interpolation"] == "bicubic" and params["resize_size"] == "235"
     meta = json.loads(read_metadata(model_dir / "1" / "model.onnx")[PREPROCESS_KEY])
+    assert PREPROCESS_KEY == "pretrained_cfg"  # the key docs/model-config.md defines
+    assert meta["labels"][1] == "goldfish"
+    del meta["labels"]
     assert meta == {"task": "classify", "input_size": [3, 224, 224], "interpolation": "bicubic",
-                    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "crop_pct": round(224 / 235, 6),
-                    "resize": "center_crop", "layout": "NHWC", "dtype": "uint8", "channel_order": "RGB",
-                    "normalization": "in_graph"}
+                    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "resize": "center_crop",
+                    "normalization": "in_graph", "channel_order": "RGB",
+                    "parameters": {"output_activation": "softmax", "resize_size": "235"}}
     proof = read_proof(model_dir / "1")
     assert proof is not None and proof.passed and proof.checked == "ONNX vs PyTorch"
     assert any("RANDOM" in note for note in proof.notes)
