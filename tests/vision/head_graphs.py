@@ -8,7 +8,7 @@ sits on the threshold (the libraries keep ``> t``, the gateway ``>= t``).
 
 - ultralytics (AGPL-3.0, never a gateway dependency): ``YOLO("*.yaml")`` + its ONNX exporter;
   reference ``ultralytics.utils.nms.non_max_suppression`` on the graph's own output.
-- YOLOv5 (objectness layout): the PyPI ``yolov5`` package's ``export.run`` and its
+- YOLOv5 (objectness layout): the PyPI ``yolov5`` package's ``export.export_onnx`` and its
   ``non_max_suppression``; it needs ``pkg_resources`` (setuptools < 81), so it runs in a side venv
   (``python -m tests.vision.head_graphs yolov5 DIR`` there; see deploy/install.sh).
 - torchvision SSDlite/RetinaNet through this project's exporter (``export/onnx.py``); reference: the
@@ -22,8 +22,10 @@ Run as a script it writes one case: ``python -m tests.vision.head_graphs <case> 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
+import unittest.mock
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,9 +52,10 @@ class Case:
     reference: list[np.ndarray]  # per image [K, 6]: x1, y1, x2, y2, score, class; best first
 
     def save(self, path: Path) -> None:
+        arrays: dict[str, Any] = {f"ref{i}": r for i, r in enumerate(self.reference)}
         np.savez(path, onnx=str(self.onnx), head=self.head, inputs=self.inputs, input_size=self.input_size,
                  thresholds=[self.score_threshold, self.iou_threshold, self.max_detections],
-                 n=len(self.reference), **{f"ref{i}": r for i, r in enumerate(self.reference)})
+                 n=len(self.reference), **arrays)
 
     @staticmethod
     def load(path: Path) -> Case:
@@ -131,18 +134,18 @@ def ultralytics_case(yaml: str, out: Path, head: str, size: int = 320, **export:
     """``YOLO(yaml)`` exported by Ultralytics (``nms=False``: the NMS-free head, [N, 300, 6]; ``nms=True``:
     NMS inside the graph at the ``conf``/``iou`` given, also [N, 300, 6])."""
     import torch
-    from ultralytics import YOLO
+    import ultralytics
     from ultralytics.utils.nms import non_max_suppression
 
     torch.manual_seed(0)
-    yolo = YOLO(yaml)
+    yolo: Any = ultralytics.YOLO(yaml)  # type: ignore[attr-defined]
     pixels = photo_batch(size)
     batch = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
     calibrate_batchnorm(yolo.model, batch)
     detect = yolo.model.model[-1]
     for name in ("cv3", "one2one_cv3"):
         for branch in getattr(detect, name, None) or ():
-            last = [m for m in branch.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+            last: Any = [m for m in branch.modules() if isinstance(m, torch.nn.Conv2d)][-1]
             torch.nn.init.normal_(last.weight, std=0.05)
             torch.nn.init.constant_(last.bias, -2.0)
     with _exporting(out):
@@ -183,9 +186,18 @@ def yolov5_case(out: Path, size: int = 320) -> Case:
         bias = conv.bias.data.view(detect.na, -1)
         bias[:, 4:] = -1.0
     model.names = [str(i) for i in range(80)]
-    with _exporting(out):
-        torch.save({"model": model, "epoch": -1}, "yolov5n.pt")
-        export.run(weights="yolov5n.pt", include=("onnx",), imgsz=(size, size), dynamic=True, opset=17)
+    # what export.run does after loading a checkpoint (its loader always asks the hub first)
+    model = model.fuse().eval()
+    detect = model.model[-1]
+    detect.inplace, detect.dynamic, detect.export = False, True, True
+    example = torch.zeros(1, 3, size, size)
+    # yolov5 was written for the TorchScript exporter, torch.onnx.export's default before torch 2.9
+    legacy = functools.partial(torch.onnx.export, dynamo=False)
+    with _exporting(out), torch.no_grad(), unittest.mock.patch.object(torch.onnx, "export", legacy):
+        model(example)
+        export.export_onnx(model, example, out / "yolov5n.pt", 17, True, False)
+    if not (out / "yolov5n.onnx").is_file():
+        raise RuntimeError("yolov5's ONNX export failed (its log above says why)")
     path = (out / "yolov5n.onnx").resolve()
     inputs = (pixels.transpose(0, 3, 1, 2) / 255).astype(np.float32)
     raw = _run(path, inputs)[0]
@@ -223,7 +235,7 @@ def torchvision_case(arch: str, out: Path, size: int = 320) -> Case:
     path = out / f"{arch}.onnx"
     with _exporting(out):
         export_onnx(LoadedModel(DecodedDetector(model, (size, size)).eval(), card), path, torch.from_numpy(pixels))
-    boxes, scores = _run(path, pixels)
+    _, scores = _run(path, pixels)
     score = threshold_for(scores, 100)
     iou = 0.5
     model.score_thresh, model.nms_thresh, model.detections_per_img = score, iou, 300
@@ -244,10 +256,11 @@ def detr_case(out: Path, size: int = 320) -> Case:
     from transformers.models.detr.modeling_detr import DetrObjectDetectionOutput
 
     torch.manual_seed(0)
-    config = DetrConfig(use_pretrained_backbone=False, use_timm_backbone=True, backbone="resnet18",
-                        num_labels=20, num_queries=100, d_model=64, encoder_layers=1, decoder_layers=2,
-                        encoder_ffn_dim=128, decoder_ffn_dim=128, encoder_attention_heads=4,
-                        decoder_attention_heads=4)
+    small: dict[str, Any] = {  # a small DETR: no download, quick to export
+        "use_pretrained_backbone": False, "use_timm_backbone": True, "backbone": "resnet18", "num_labels": 20,
+        "num_queries": 100, "d_model": 64, "encoder_layers": 1, "decoder_layers": 2, "encoder_ffn_dim": 128,
+        "decoder_ffn_dim": 128, "encoder_attention_heads": 4, "decoder_attention_heads": 4}
+    config = DetrConfig(**small)
     model = DetrForObjectDetection(config)
     pixels = photo_batch(size)
     mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
