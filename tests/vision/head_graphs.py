@@ -134,11 +134,11 @@ def ultralytics_case(yaml: str, out: Path, head: str, size: int = 320, **export:
     """``YOLO(yaml)`` exported by Ultralytics (``nms=False``: the NMS-free head, [N, 300, 6]; ``nms=True``:
     NMS inside the graph at the ``conf``/``iou`` given, also [N, 300, 6])."""
     import torch
-    import ultralytics
+    from ultralytics.models import YOLO
     from ultralytics.utils.nms import non_max_suppression
 
     torch.manual_seed(0)
-    yolo: Any = ultralytics.YOLO(yaml)  # type: ignore[attr-defined]
+    yolo: Any = YOLO(yaml)
     pixels = photo_batch(size)
     batch = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
     calibrate_batchnorm(yolo.model, batch)
