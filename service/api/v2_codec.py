@@ -87,7 +87,8 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> n
             arr = np.array([v.encode() if isinstance(v, str) else bytes(v) for v in flat] + [b""],
                            dtype=np.object_)[:-1]
         else:
-            arr = np.asarray(data, dtype=V2_DTYPES[datatype]).reshape(-1)
+            with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+                arr = np.asarray(data, dtype=V2_DTYPES[datatype]).reshape(-1)
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 # 1e39 as FP32 overflows to inf without a word; JSON has no NaN/Infinity either
                 raise InvalidArgument(f"input {name!r}: values must be finite {datatype} numbers "
