@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
@@ -58,3 +59,24 @@ def test_statistics_count_real_requests(fake_gateway: str) -> None:
     assert httpx.get(f"{fake_gateway}/v2/models/no_such/stats").status_code == 404
     assert [s["name"] for s in httpx.get(f"{fake_gateway}/v2/models/stats").json()["model_stats"]] == [
         "fake_classifier", "fake_detector", "fake_upscaler"]
+
+
+def test_a_reload_never_fails_a_request_in_flight(tmp_path_factory: pytest.TempPathFactory) -> None:
+    server = GatewayProcess(tmp_path_factory.mktemp("repo"), env={
+        "VISIONGATE_BACKEND": "fake", "VISIONGATE_MODEL_CONTROL": "explicit", "VISIONGATE_FAKE_ITEM_DELAY_S": "1"})
+    try:
+        wait_ready(server.url)
+        jpeg = encode(photo("coffee"))
+
+        async def go() -> tuple[int, int]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                slow = asyncio.ensure_future(client.post("/v1/classify?model=fake_classifier", content=jpeg,
+                                                         headers={"content-type": "image/jpeg"}))
+                await asyncio.sleep(0.3)  # admitted, and inside the model (1 s)
+                reload = await client.post("/v2/repository/models/fake_classifier/load")
+                return (await slow).status_code, reload.status_code
+
+        answered, reloaded = asyncio.run(go())
+        assert (answered, reloaded) == (200, 200)
+    finally:
+        server.stop()
