@@ -6,12 +6,15 @@
     │   ├── InvalidImage                 not an image, truncated, corrupt
     │   ├── InvalidArgument              a parameter out of range
     │   └── WrongTask                    e.g. detect with a classifier
+    ├── Unauthenticated                  401 + WWW-Authenticate  missing or unknown API key
+    ├── Forbidden                        403  the key lacks the route's scope
     ├── UnsupportedMediaType             415
     ├── ModelNotFound                    404
     ├── PayloadTooLarge                  413
     │   ├── BodyTooLarge
     │   ├── ImageTooLarge                pixel limit, checked from the header
     │   └── OutputTooLarge               super-resolution output pixel limit
+    ├── RateLimited                      429 + Retry-After  the key's own rate limit (not overload)
     ├── BackendError                     502  the backend answered with an error
     ├── ServiceUnavailable               503 + Retry-After
     │   ├── Overloaded                   admission queue full
@@ -68,6 +71,22 @@ class InvalidArgument(BadRequest):
 
 class WrongTask(BadRequest):
     pass
+
+
+class Unauthenticated(VisionGateError):
+    status_code = 401
+
+
+class Forbidden(VisionGateError):
+    status_code = 403
+
+
+class RateLimited(VisionGateError):
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: float = 1.0, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after_s = retry_after_s
 
 
 class UnsupportedMediaType(VisionGateError):

@@ -21,9 +21,20 @@ class Metrics:
         self.rejected = Counter("visiongate_rejected", "requests refused by overload protection or "
                                 "deadlines, by error type (Overloaded, BackendUnavailable, DeadlineExceeded...)",
                                 ["reason"], registry=self.registry)
+        self.key_requests = Counter("visiongate_key_requests", "requests by API key name and outcome "
+                                    "(allowed, forbidden, rate_limited_requests, rate_limited_images)",
+                                    ["key", "outcome"], registry=self.registry)
+        self.auth_failures = Counter("visiongate_auth_failures", "requests refused with 401, by reason "
+                                     "(missing, unknown)", ["reason"], registry=self.registry)
 
         # a plain count for in-process decisions (memory release); the gauge above is for scraping
         self.open_requests = 0
 
     def observe_batch(self, model: str, size: int) -> None:
         self.batch_size.labels(model).observe(size)
+
+    def observe_key(self, key: str, outcome: str) -> None:
+        self.key_requests.labels(key, outcome).inc()
+
+    def observe_auth_failure(self, reason: str) -> None:
+        self.auth_failures.labels(reason).inc()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from types import FrameType
@@ -20,6 +21,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from .app import create_app
+from .request_log import configure_logging
+from .security import AuthNotConfigured, TLSConfigError, build_gate, uvicorn_tls_options
 from .settings import Settings
 
 
@@ -52,11 +55,23 @@ def _uvicorn_options(settings: Settings) -> dict[str, object]:
         # stays above it, with room for health probes
         "limit_concurrency": settings.max_open_requests * 2 + 64 if settings.max_open_requests else None,
         "backlog": 2048,
+        **uvicorn_tls_options(settings),
+        **({"log_config": None} if settings.log_format == "json" else {}),  # uvicorn's logs as JSON too
     }
 
 
+def check_can_serve(settings: Settings) -> None:
+    """Exit with the reason, before any model loads: no API keys beyond loopback, unusable TLS files."""
+    try:
+        build_gate(settings)
+        uvicorn_tls_options(settings)
+    except (AuthNotConfigured, TLSConfigError) as exc:
+        sys.exit(str(exc))
+
+
 def serve(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
+    check_can_serve(settings)
     if settings.http_workers > 1:
         _serve_workers(settings)
         return

@@ -1,0 +1,13 @@
+"""API keys with scopes, per-key rate limits and TLS for the gateway; ``install_security`` wires them."""
+
+from .auth import AuthMiddleware, Gate, key_from_headers
+from .install import AuthNotConfigured, build_gate, install_security, is_loopback
+from .keys import SCOPES, KeyEntry, KeyStore, KeyStoreError
+from .ratelimit import charge_images
+from .tls import TLSConfigError, TLSMaterial, tls_material, uvicorn_tls_options
+
+__all__ = [
+    "SCOPES", "AuthMiddleware", "AuthNotConfigured", "Gate", "KeyEntry", "KeyStore", "KeyStoreError",
+    "TLSConfigError", "TLSMaterial", "build_gate", "charge_images", "install_security", "is_loopback",
+    "key_from_headers", "tls_material", "uvicorn_tls_options",
+]
