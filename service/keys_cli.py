@@ -64,7 +64,8 @@ def cmd_create(args: argparse.Namespace) -> int:
     key = new_key()
     with _locked(path) as entries:
         if any(e.name == args.name for e in entries):
-            _say(f"a key named {args.name!r} exists in {path}; revoke it, or `visiongate keys rotate {args.name}`")
+            _say(f"a key named {args.name!r} exists in {path}; revoke it, or "
+                 f"`visiongate keys rotate {args.name}`")
             return 1
         entry = make_entry(args.name, key, args.scopes, args.requests_per_s, args.images_per_min)
         write_file(path, [*entries, entry])
@@ -111,8 +112,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         _say(f"no keys in {path}")
     else:
         for r in rows:
-            limits = ", ".join(f"{k}={r[k]:g}" for k in ("requests_per_s", "images_per_min") if r[k]) or "no limits"
-            print(f"{r['name']:<20} {','.join(r['scopes']):<24} {limits:<40} sha256 {r['sha256']}…  {r['created']}")
+            limits = ", ".join(f"{k}={r[k]:g}" for k in ("requests_per_s", "images_per_min") if r[k])
+            print(f"{r['name']:<20} {','.join(r['scopes']):<24} {limits or 'no limits':<40} "
+                  f"sha256 {r['sha256']}…  {r['created']}")
     return 0
 
 

@@ -142,10 +142,21 @@ class RequestLogMiddleware:
         record.route = getattr(scope.get("route"), "path", None) or "unmatched"
         record.key = scope.get("visiongate.key")
         record.trace_id = scope.get("visiongate.trace_id") or record.trace_id
+        if record.model is None and record.status < 400:
+            record.model = _model_named_by(scope)
         level = logging.DEBUG if scope["path"] in _QUIET and record.status < 400 else logging.INFO
         if logger.isEnabledFor(level):
             logger.log(level, "%s %s %s %.1f ms", record.method, record.route, record.status, record.total_ms,
                        extra={"fields": record.fields()})
+
+
+def _model_named_by(scope: Scope) -> str | None:
+    """The model an inference request was for, from its path and query (as admission names it)."""
+    from .shedding import model_of
+
+    app = scope.get("app")
+    service = getattr(getattr(app, "state", None), "service", None)
+    return model_of(scope, service) if service is not None else None
 
 
 class JsonFormatter(logging.Formatter):

@@ -97,7 +97,8 @@ def refusal_headers(exc: VisionGateError) -> dict[str, str]:
         invalid = "not valid" in exc.message
         return {"WWW-Authenticate": _REALM + (', error="invalid_token"' if invalid else "")}
     if isinstance(exc, Forbidden):
-        return {"WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{exc.details.get("scope", "")}"'}
+        scope = exc.details.get("scope", "")
+        return {"WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{scope}"'}
     if isinstance(exc, RateLimited):
         return {"Retry-After": retry_after_header(exc.retry_after_s)}
     return {}

@@ -158,6 +158,8 @@ def install_security(app: FastAPI, settings: Settings) -> None:
     if gate is None:
         logger.info("auth: off (VISIONGATE_AUTH=off)")
     elif gate.enforced():
-        logger.info("auth: API key required (%d keys; store %s)", len(gate.store.entries()), settings.api_keys_file)
+        logger.info("auth: API key required (%d keys; store %s)", len(gate.store.entries()),
+                    settings.api_keys_file)
     else:
-        logger.info("auth: open on loopback %s until keys are added to %s", settings.host, settings.api_keys_file)
+        logger.info("auth: open on loopback %s until keys are added to %s", settings.host,
+                    settings.api_keys_file)

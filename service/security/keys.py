@@ -190,11 +190,13 @@ class KeyStore:
                 if strict:
                     raise
                 # keep the keys in force: a half-edited file must neither lock everyone out nor open up
-                logger.error("key store not reloaded, keeping the %d keys in force: %s", len(self._entries), exc)
+                logger.error("key store not reloaded, keeping the %d keys in force: %s",
+                             len(self._entries), exc)
                 self._signature = signature
                 return
             if self._loaded:
-                logger.info("key store %s changed: %d keys in force", self.path, len(from_file) + len(self.fixed))
+                logger.info("key store %s changed: %d keys in force", self.path,
+                            len(from_file) + len(self.fixed))
             self._entries = (*from_file, *self.fixed)
             self._signature = signature
             self._loaded = True

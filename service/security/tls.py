@@ -34,7 +34,8 @@ def tls_material(settings: Settings) -> TLSMaterial | None:
     """The configured certificate, key and client CA, checked to load together; None without TLS."""
     if settings.tls_certfile is None and settings.tls_keyfile is None:
         if settings.tls_client_ca is not None:
-            raise TLSConfigError("VISIONGATE_TLS_CLIENT_CA needs VISIONGATE_TLS_CERTFILE and VISIONGATE_TLS_KEYFILE")
+            raise TLSConfigError("VISIONGATE_TLS_CLIENT_CA needs VISIONGATE_TLS_CERTFILE and "
+                                 "VISIONGATE_TLS_KEYFILE")
         return None
     if settings.tls_certfile is None or settings.tls_keyfile is None:
         raise TLSConfigError("TLS needs both VISIONGATE_TLS_CERTFILE and VISIONGATE_TLS_KEYFILE")

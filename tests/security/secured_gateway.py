@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from support import free_port
 
 from service.security.keys import make_entry, new_key, read_file, write_file
-from support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from secured_gateway import SecuredGateway, add_key
+
 from service.app import create_app
 from service.security.keys import read_file, write_file
 from service.security.scopes import DEFAULT_SCOPE, OPEN, route_scopes
@@ -96,19 +96,22 @@ def test_the_open_inference_protocol_gets_its_own_error_shape(
     infer = httpx.post(gateway.url + "/v2/models/efficientnet_lite0/infer", json={"inputs": []},
                        headers=bearer(keys["reader"]))
     assert infer.status_code == 403 and "infer" in infer.json()["error"]
-    assert httpx.get(gateway.url + "/v2/models/efficientnet_lite0", headers=bearer(keys["reader"])).status_code == 200
+    metadata = httpx.get(gateway.url + "/v2/models/efficientnet_lite0", headers=bearer(keys["reader"]))
+    assert metadata.status_code == 200
 
 
 def test_probes_docs_and_the_playground_stay_open_metrics_need_their_scope(
         gateway: SecuredGateway, keys: dict[str, str]) -> None:
-    for path in ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/ui", "/docs", "/openapi.json"):
+    for path in ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/ui", "/docs",
+                 "/openapi.json"):
         assert httpx.get(gateway.url + path).status_code == 200, path
     assert httpx.get(gateway.url + "/metrics").status_code == 401
     assert httpx.get(gateway.url + "/metrics", headers=bearer(keys["web"])).status_code == 403
     assert httpx.get(gateway.url + "/metrics", headers=bearer(keys["prom"])).status_code == 200
 
 
-def test_an_unknown_path_needs_a_key_before_it_is_a_404(gateway: SecuredGateway, keys: dict[str, str]) -> None:
+def test_an_unknown_path_needs_a_key_before_it_is_a_404(gateway: SecuredGateway,
+                                                         keys: dict[str, str]) -> None:
     assert httpx.post(gateway.url + "/v1/not-a-route").status_code == 401
     assert httpx.post(gateway.url + "/v1/not-a-route", headers=bearer(keys["ops"])).status_code == 404
 

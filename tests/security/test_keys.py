@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from service.security.keys import (KeyStore, KeyStoreError, hash_key, make_entry, new_key, parse_entries,
-                                   read_file, write_file)
+from service.security.keys import (
+    KeyStore,
+    KeyStoreError,
+    hash_key,
+    make_entry,
+    new_key,
+    parse_entries,
+    read_file,
+    write_file,
+)
 
 
 def test_a_new_key_is_long_random_and_stored_only_as_its_hash(store: Path) -> None:

@@ -13,10 +13,12 @@ from service.security.keys import KeyStore, hash_key
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def keys(*args: str, store: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def keys(*args: str, store: Path | None = None,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     extra = ["--file", str(store)] if store is not None else []
     return subprocess.run([sys.executable, "-m", "service.cli", "keys", *args[:1], *extra, *args[1:]],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT, env={**os.environ, **(env or {})})
+                          capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env={**os.environ, **(env or {})})
 
 
 def test_create_prints_only_the_key_on_stdout_and_stores_only_its_hash(store: Path) -> None:

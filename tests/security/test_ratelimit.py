@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from fastapi import Request
+from secured_gateway import add_key
 from starlette.testclient import TestClient
 
-from secured_gateway import add_key
 from service.app import create_app
 from service.errors import RateLimited
 from service.security import charge_images, install_security

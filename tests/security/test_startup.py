@@ -9,24 +9,25 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from secured_gateway import add_key
+from support import free_port, wait_ready
+
 from service.security import AuthNotConfigured, build_gate, is_loopback
 from service.settings import Settings
-from support import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def serve(repository: Path, host: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--no-export", "--host", host, "--port", str(free_port()),
-         "--repository", str(repository)],
+        [sys.executable, "-m", "service.cli", "serve", "--no-export", "--host", host,
+         "--port", str(free_port()), "--repository", str(repository)],
         env={**os.environ, "VISIONGATE_LOG_LEVEL": "warning", **env}, cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_serving_on_all_interfaces_without_keys_refuses_with_the_fix(lite_repository: Path, store: Path) -> None:
+def test_serving_on_all_interfaces_without_keys_refuses_with_the_fix(lite_repository: Path,
+                                                                       store: Path) -> None:
     proc = serve(lite_repository, "0.0.0.0", {"VISIONGATE_API_KEYS_FILE": str(store)})
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
