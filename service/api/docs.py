@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import importlib.util
+from functools import cache
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
@@ -43,6 +44,17 @@ ASSETS = {
     "swagger-init.js": ("own", "text/javascript"),
     "redoc-init.js": ("own", "text/javascript"),
 }
+
+
+#: ReDoc's sidebar always shows Redocly's logo from their CDN (no option turns it off); served with an
+#: empty inline image instead, so the page makes no request off the gateway (the CSP would block it anyway)
+_REDOC_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+_EMPTY_IMAGE = b"data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E"
+
+
+@cache
+def _redoc_offline(path: Path) -> bytes:
+    return path.read_bytes().replace(_REDOC_LOGO, _EMPTY_IMAGE)
 
 
 def vendor_dir() -> Path | None:
@@ -102,8 +114,10 @@ async def asset(name: str) -> Response:
     if where is None or folder is None:
         raise HTTPException(404, f"no docs asset {name!r}" if where is None else
                             "the docs assets are not installed (pip install fastapi-offline)")
-    return FileResponse(folder / name, media_type=where[1],
-                        headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=86400"})
+    headers = {**SECURITY_HEADERS, "Cache-Control": "public, max-age=86400"}
+    if name == "redoc.standalone.js":
+        return Response(_redoc_offline(folder / name), media_type=where[1], headers=headers)
+    return FileResponse(folder / name, media_type=where[1], headers=headers)
 
 
 @router.get("/favicon.ico")
