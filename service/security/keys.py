@@ -118,8 +118,13 @@ def read_file(path: Path) -> list[KeyEntry]:
 
 
 def write_file(path: Path, entries: list[KeyEntry]) -> None:
-    """Replace the key file atomically (readers see the old or the new file, never half of one), 0600."""
+    """Replace the key file atomically (readers see the old or the new file, never half of one). A new
+    file is 0600; a replaced one keeps its mode (e.g. made readable by a container's user)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o600
     body = json.dumps({"keys": [e.to_json() for e in entries]}, indent=2) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=".keys-", dir=path.parent)
     try:
@@ -127,7 +132,7 @@ def write_file(path: Path, entries: list[KeyEntry]) -> None:
             f.write(body)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

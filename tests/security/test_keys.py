@@ -113,3 +113,10 @@ def test_environment_keys_join_the_file_keys_and_a_missing_file_is_no_keys(store
     entry = keys.lookup(key)
     assert entry is not None and entry.name == "env"
     assert KeyStore(store).entries() == ()
+
+
+def test_a_rewrite_keeps_a_mode_the_operator_chose(store: Path) -> None:
+    write_file(store, [make_entry("web", new_key(), ["read"])])
+    store.chmod(0o644)  # e.g. readable by the container's user: the file holds hashes only
+    write_file(store, [*read_file(store), make_entry("ci", new_key(), ["infer"])])
+    assert oct(store.stat().st_mode & 0o777) == "0o644"
