@@ -16,7 +16,7 @@ import re
 import time
 import uuid
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,10 +48,11 @@ class RequestRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def fields(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if v is not None and k != "extra"}
-        return {**out, **self.extra}
+        out = {name: getattr(self, name) for name in _FIELDS}
+        return {**{k: v for k, v in out.items() if v is not None}, **self.extra}
 
 
+_FIELDS = tuple(f.name for f in fields(RequestRecord) if f.name != "extra")
 _record: ContextVar[RequestRecord | None] = ContextVar("visiongate_request_record", default=None)
 
 

@@ -150,7 +150,8 @@ class Settings(BaseSettings):
                               "images, status, timings); never image bytes or keys")
     tracing: Literal["auto", "on", "off"] = Field(
         "auto", description="OpenTelemetry spans: 'auto' is on when an OTLP endpoint is set")
-    otlp_endpoint: str = Field("", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint"),
+    otlp_endpoint: str = Field("", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT",
+                                                                 "otlp_endpoint"),
                                description="OTLP/HTTP base URL (the standard OTEL_EXPORTER_OTLP_ENDPOINT)")
     otlp_traces_endpoint: str = Field("", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
                                                                        "otlp_traces_endpoint"),

@@ -147,11 +147,11 @@ def install_security(app: FastAPI, settings: Settings) -> None:
     tracing = build_tracing(settings)
     install_docs(app, settings.docs_enabled)
     _document_security(app)
-    outside = [Middleware(RequestLogMiddleware, enabled=settings.request_log)]  # type: ignore[arg-type]
+    outside = [Middleware(RequestLogMiddleware, enabled=settings.request_log)]
     if tracing is not None:
-        outside.append(Middleware(TracingMiddleware, tracing=tracing))  # type: ignore[arg-type]
+        outside.append(Middleware(TracingMiddleware, tracing=tracing))
         _close_tracing_on_shutdown(app, tracing)
-    inside = [Middleware(AuthMiddleware, gate=gate, drain_limit=settings.max_body_bytes)] if gate else []  # type: ignore[arg-type]
+    inside = [Middleware(AuthMiddleware, gate=gate, drain_limit=settings.max_body_bytes)] if gate else []
     _insert_around_metrics(app, outside, inside)
     app.state.gate = gate
     app.state.tracing = tracing
