@@ -8,6 +8,7 @@ sent to: ``{"error": "<message>"}`` under ``/v2`` (the Open Inference Protocol),
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from starlette.responses import JSONResponse
@@ -37,6 +38,12 @@ def key_from_headers(headers: list[tuple[bytes, bytes]]) -> str | None:
         elif name == b"x-api-key" and value.strip():
             api_key = value.decode("latin-1").strip()
     return api_key
+
+
+def key_from_metadata(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
+    """The key in gRPC invocation metadata (the same two names, lower-case as gRPC sends them)."""
+    return key_from_headers([(k.lower().encode("latin-1"), v if isinstance(v, bytes) else v.encode("latin-1"))
+                             for k, v in metadata])
 
 
 @dataclass

@@ -45,11 +45,18 @@ RULES: tuple[Rule, ...] = (
     _rule(r"^/v2(/.*)?$", READ, READ_METHODS, why="server and model metadata, config, readiness, stats"),
     _rule(r"^/v1/models(/.*)?$", READ, READ_METHODS),
     _rule(r"^/v1/(classify|detect|super-resolve|segment)(/.*)?$", INFER, frozenset({"POST"})),
+    # the Open Inference Protocol over gRPC: the method's full name is the path (method "POST")
+    _rule(r"^/inference\.GRPCInferenceService/(ServerLive|ServerReady)$", OPEN, why="probes"),
+    _rule(r"^/inference\.GRPCInferenceService/(ModelInfer|ModelStreamInfer)$", INFER),
+    _rule(r"^/inference\.GRPCInferenceService/(RepositoryModelLoad|RepositoryModelUnload)$", ADMIN),
+    _rule(r"^/inference\.GRPCInferenceService/\w+$", READ),
 )
 DEFAULT_SCOPE = ADMIN
 
 
 def scope_for(method: str, path: str) -> str:
+    """The scope a request needs: HTTP method and path, or ``("POST", "/<package.Service>/<Method>")``
+    for a gRPC call."""
     for rule in RULES:
         if (rule.methods is None or method in rule.methods) and rule.pattern.match(path):
             return rule.scope

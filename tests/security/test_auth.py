@@ -165,3 +165,16 @@ def test_every_route_of_the_app_has_a_scope_from_the_table() -> None:
     assert table[("GET", "/v1/models")] == "read"
     assert table[("GET", "/metrics")] == "metrics"
     assert table[("GET", "/healthz")] == table[("GET", "/readyz")] == OPEN
+
+
+def test_grpc_calls_are_classified_by_the_same_table_and_keys_read_from_metadata() -> None:
+    from service.security import key_from_metadata, scope_for
+
+    service = "/inference.GRPCInferenceService/"
+    assert scope_for("POST", service + "ModelInfer") == "infer"
+    assert scope_for("POST", service + "ServerReady") == OPEN
+    assert scope_for("POST", service + "ModelMetadata") == "read"
+    assert scope_for("POST", service + "RepositoryModelLoad") == "admin"
+    assert key_from_metadata([("authorization", "Bearer vg_abc")]) == "vg_abc"
+    assert key_from_metadata([("x-api-key", b"vg_def"), ("user-agent", "grpc-python")]) == "vg_def"
+    assert key_from_metadata([("user-agent", "grpc-python")]) is None
