@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 # Imported by ``service.cli`` to build its parser: nothing at module level may import torch.
-from .sources.builtin import BUILTIN, DEFAULTS
+from .sources.builtin import BUILTIN, DEFAULTS, OPTIONAL_DEFAULTS
 from .sources.errors import WeightsNotInstalled
 
 #: ``--arch`` choices (the keys of ``sources.architectures.ARCHITECTURES``, listed here without torch)
@@ -130,7 +130,13 @@ def run(args: argparse.Namespace) -> int:
             loaded = BUILTIN[name]()
             result = export_variant(loaded, name, args.repository, fmt=args.format, fp16=args.fp16,
                                     max_batch_size=args.max_batch_size, progress=not args.no_progress)
-        except (WeightsNotInstalled, ParityError) as exc:
+        except WeightsNotInstalled as exc:
+            if args.defaults and name in OPTIONAL_DEFAULTS and name not in args.models:
+                print(f"{name}: skipped, {exc}", file=sys.stderr)
+                continue
+            print(f"{name}: {exc}", file=sys.stderr)
+            return 1
+        except ParityError as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             return 1
         _print_result(name, result)

@@ -42,7 +42,13 @@ class PixelInput(torch.nn.Module):
         return out
 
 
+#: output names of instance segmentation graphs (YOLOv8-seg style)
+INSTANCE_OUTPUTS = ["boxes", "scores", "mask_coefficients", "prototypes"]
+
+
 def output_names(card: ModelCard) -> list[str]:
+    if card.task == "segment":
+        return INSTANCE_OUTPUTS if card.extra.get("segment_kind") == "instance" else ["scores"]
     return {"classify": ["logits"], "detect": ["boxes", "scores"], "super_resolve": ["output"]}[card.task]
 
 

@@ -5,6 +5,7 @@ using the parameters of the config that is about to be written. Each task has it
 - classify: max |logit difference| and top-1 agreement
 - detect: the gateway's own selection (threshold + per-class NMS) on both outputs, then every
   detection matched by class and IoU, with the score difference
+- segment: mask IoU per class (semantic) or per paired instance (instance masks), >= 0.99
 - super_resolve: PSNR of the ONNX output against the PyTorch output on small photo crops (and,
   reported only, the gain over bicubic of the ONNX model on the same crops downscaled)
 A failed proof raises ``ParityError`` and no version is written.
@@ -208,11 +209,79 @@ def check_super_resolution(reference: torch.nn.Module, onnx_path: Path, spec: Mo
     )
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks (1.0 when both are empty)."""
+    union = int(np.logical_or(a, b).sum())
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum()) / union
+
+
+def _semantic_ious(expected: np.ndarray, got: np.ndarray) -> list[float]:
+    """Per class present on either side: IoU of the arg-max class maps (``[C, h, w]`` scores)."""
+    want, have = expected.argmax(0), got.argmax(0)
+    return [mask_iou(want == c, have == c) for c in np.union1d(np.unique(want), np.unique(have)).tolist()]
+
+
+def _instance_ious(ref: list[np.ndarray], got: list[np.ndarray], spec: ModelSpec,
+                   score_tolerance: float) -> tuple[list[float], int, int]:
+    """Detections selected on both sides, paired by class and box IoU; the mask IoU of each pair at
+    prototype resolution. Returns (mask IoUs, unpaired, detections)."""
+    ious: list[float] = []
+    unpaired = count = 0
+    threshold = spec.float_param("score_threshold", 0.25)
+    for k in range(ref[0].shape[0]):
+        e, g = (_select(side[0][k], side[1][k], spec) for side in (ref, got))
+        e_boxes, e_coef, e_proto, g_coef, g_proto = ref[0][k], ref[2][k], ref[3][k], got[2][k], got[3][k]
+        _, _, u = match_detections(e, g, threshold, score_tolerance)
+        unpaired += u
+        count += len(e)
+        # the same anchors on both sides: compare the masks of the expected detections' anchors
+        anchors = [int(np.flatnonzero((e_boxes == box).all(1))[0]) for box in e.boxes]
+        for a in anchors:
+            want = (e_coef[a] @ e_proto.reshape(e_proto.shape[0], -1)) > 0
+            have = (g_coef[a] @ g_proto.reshape(g_proto.shape[0], -1)) > 0
+            ious.append(mask_iou(want, have))
+    return ious, unpaired, count
+
+
+def check_segmenter(reference: torch.nn.Module, onnx_path: Path, spec: ModelSpec,
+                    photos: tuple[str, ...] = PHOTO_NAMES, min_iou: float = 0.99,
+                    score_tolerance: float = 1e-3) -> ParityReport:
+    """Mask IoU between PyTorch and ONNX Runtime on real photos, at the model's own resolution."""
+    x = model_inputs(spec, photos)
+    names = [o.name for o in spec.outputs]
+    with torch.no_grad():
+        out = reference(torch.from_numpy(x))
+    ref = [t.numpy() for t in (out if isinstance(out, tuple | list) else (out,))]
+    got = _session(onnx_path).run(names, {"image": x})
+    max_diff = max(float(np.abs(r - g).max()) for r, g in zip(ref, got, strict=True))
+    if spec.param("segment_kind", "semantic") == "instance":
+        ious, unpaired, count = _instance_ious(ref, got, spec, score_tolerance)
+        metrics = {"instances": float(count), "unpaired": float(unpaired),
+                   "min_mask_iou": min(ious, default=1.0), "max_abs_diff": max_diff}
+        passed = unpaired == 0 and metrics["min_mask_iou"] >= min_iou
+        thresholds = {"unpaired": 0.0, "min_mask_iou": min_iou}
+        details: dict[str, Any] = {}
+    else:
+        per_photo = {p: _semantic_ious(r, g) for p, r, g in zip(photos, ref[0], got[0], strict=True)}
+        labels = spec.labels or ()
+        found = {p: {labels[c] if c < len(labels) else str(c): round(float(np.mean(g.argmax(0) == c)), 4)
+                     for c in np.unique(g.argmax(0)).tolist()} for p, g in zip(photos, got[0], strict=True)}
+        metrics = {"min_mask_iou": min(min(v) for v in per_photo.values()),
+                   "pixel_agreement": float(np.mean(ref[0].argmax(1) == got[0].argmax(1))),
+                   "max_abs_diff": max_diff}
+        passed = metrics["min_mask_iou"] >= min_iou
+        thresholds = {"min_mask_iou": min_iou}
+        details = {"onnx_class_fractions": found}
+    return ParityReport(task="segment", passed=passed, photos=list(photos), metrics=metrics,
+                        thresholds=thresholds, details=details)
+
+
 Check = Callable[[torch.nn.Module, Path, ModelSpec], ParityReport]
 CHECKS: dict[str, Check] = {
     "classify": check_classifier,
     "detect": check_detector,
     "super_resolve": check_super_resolution,
+    "segment": check_segmenter,
 }
 
 

@@ -20,7 +20,7 @@ logger = logging.getLogger("visiongate.export")
 
 #: items per batch written into config.pbtxt, by task. On CPU batching buys little (notes/
 #: performance.md); on a GPU raise it with --max-batch-size.
-DEFAULT_MAX_BATCH = {"classify": 8, "detect": 4, "super_resolve": 4}
+DEFAULT_MAX_BATCH = {"classify": 8, "detect": 4, "super_resolve": 4, "segment": 4}
 
 
 @dataclass(frozen=True)

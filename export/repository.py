@@ -42,10 +42,18 @@ def build_config(name: str, card: ModelCard, *, max_batch_size: int, platform: s
     elif card.task == "detect":
         outputs = [{"name": "boxes", "data_type": "TYPE_FP32", "dims": [-1, 4]},
                    {"name": "scores", "data_type": "TYPE_FP32", "dims": [-1, classes or -1]}]
+    elif card.task == "segment" and card.extra.get("segment_kind") == "instance":
+        outputs = [{"name": "boxes", "data_type": "TYPE_FP32", "dims": [-1, 4]},
+                   {"name": "scores", "data_type": "TYPE_FP32", "dims": [-1, classes or -1]},
+                   {"name": "mask_coefficients", "data_type": "TYPE_FP32", "dims": [-1, -1]},
+                   {"name": "prototypes", "data_type": "TYPE_FP32", "dims": [-1, -1, -1]}]
+    elif card.task == "segment":
+        outputs = [{"name": "scores", "data_type": "TYPE_FP32", "dims": [classes or -1, -1, -1]}]
     else:
         outputs = [{"name": "output", "data_type": "TYPE_FP32", "dims": [-1, -1, 3]}]
     if card.labels:
-        outputs[-1]["label_filename"] = "labels.txt"
+        label_output = 1 if card.task == "segment" and len(outputs) > 1 else -1
+        outputs[label_output]["label_filename"] = "labels.txt"
     params: dict[str, str] = {
         "task": card.task,
         "resize": card.resize,

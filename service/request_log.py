@@ -152,12 +152,25 @@ class RequestLogMiddleware:
 
 
 def _model_named_by(scope: Scope) -> str | None:
-    """The model an inference request was for, from its path and query (as admission names it)."""
-    from .shedding import model_of
+    """The model an inference request was for: named in its path or query, else its task's default
+    (as admission names it, from the app's own routes)."""
+    from .api.routing import RouteTable
 
     app = scope.get("app")
-    service = getattr(getattr(app, "state", None), "service", None)
-    return model_of(scope, service) if service is not None else None
+    state = getattr(app, "state", None)
+    service = getattr(state, "service", None)
+    if service is None:
+        return None
+    table = getattr(state, "request_log_routes", None)
+    if table is None:
+        table = state.request_log_routes = RouteTable(lambda: app.router.routes)  # type: ignore[union-attr]
+    target = table.target(scope)
+    if target is None or target.model is not None or target.task is None:
+        return None if target is None else target.model
+    try:
+        return str(service.default_model(target.task))
+    except Exception:  # the request already failed or succeeded; the log line just lacks the name
+        return None
 
 
 class JsonFormatter(logging.Formatter):

@@ -27,11 +27,23 @@ class ModelInfo(BaseModel):
     labels: int | None = Field(description="number of class labels, if any")
     parameters: dict[str, str]
     parity: dict[str, object] | None = Field(None, description="export parity report of the newest version")
+    state: str = Field("READY", description="READY, LOADING or UNAVAILABLE (see reason)")
+    inferred: dict[str, str] = Field(default_factory=dict, description="what the gateway filled in itself, "
+                                     "and from where (config, ONNX metadata, output layout, graph)")
+    warnings: list[str] = Field(default_factory=list, description="e.g. unknown parameters the gateway ignores")
+
+
+class UnavailableModel(BaseModel):
+    name: str
+    state: str
+    reason: str = Field(description="why it is not served (the load error)")
 
 
 class ModelList(BaseModel):
     backend: str
     models: list[ModelInfo]
+    unavailable: list[UnavailableModel] = Field(default_factory=list, description="models in the repository "
+                                                "that are not served, with the reason")
 
 
 class Health(BaseModel):

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -59,7 +60,8 @@ class GatewayProcess:
     def __init__(self, repository: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, "VISIONGATE_LOG_LEVEL": "warning", **(env or {})}
+        # gRPC off unless a test asks for it (VISIONGATE_GRPC_PORT in env): one port per process
+        full_env = {**os.environ, "VISIONGATE_LOG_LEVEL": "warning", "VISIONGATE_GRPC_PORT": "0", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--no-export", "--port", str(self.port),
              "--repository", str(repository)],
@@ -86,3 +88,11 @@ def running_gateway(repository: Path, env: dict[str, str] | None = None) -> Iter
         yield server.url
     finally:
         server.stop()
+
+
+async def run_model(backend: Any, model: str, inputs: dict[str, np.ndarray],
+                    version: int | None = None) -> dict[str, np.ndarray]:
+    """One request through a backend's contract: admitted as a whole, then run."""
+    items = int(next(iter(inputs.values())).shape[0])
+    with backend.admit(model, version, items) as ticket:
+        return await backend.infer(ticket, inputs)  # type: ignore[no-any-return]

@@ -9,7 +9,8 @@ from fastapi import APIRouter
 
 from ..errors import error_responses
 from ..repository import ModelSpec
-from ..schemas import ModelInfo, ModelList
+from ..backends.base import resolve_version
+from ..schemas import ModelInfo, ModelList, UnavailableModel
 from .deps import ServiceDep, SettingsDep
 
 router = APIRouter(tags=["models"])
@@ -21,6 +22,7 @@ def model_info(spec: ModelSpec, parity: dict[str, object] | None = None) -> Mode
         name=spec.name, task=spec.task, platform=spec.platform, versions=list(spec.versions),
         input_size=list(size) if size else None, max_batch_size=spec.max_batch_size,
         labels=len(spec.labels) if spec.labels else None, parameters=spec.parameters, parity=parity,
+        inferred=dict(spec.inferred), warnings=list(spec.warnings),
     )
 
 
@@ -28,7 +30,7 @@ def parity_report(repository: Path, spec: ModelSpec) -> dict[str, object] | None
     """The export's proof for the newest version, when the gateway can see the repository."""
     if not spec.versions:
         return None
-    path = repository / spec.name / str(max(spec.versions)) / "parity.json"
+    path = repository / spec.name / str(resolve_version(spec, None)) / "parity.json"
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -39,7 +41,10 @@ def parity_report(repository: Path, spec: ModelSpec) -> dict[str, object] | None
 @router.get("/v1/models", response_model=ModelList, summary="Models being served")
 async def list_models(service: ServiceDep, settings: SettingsDep) -> ModelList:
     specs = sorted(service.backend.models(), key=lambda s: s.name)
-    return ModelList(backend=service.backend.name,
+    ready = {s.name for s in specs}
+    unavailable = [UnavailableModel(name=s.name, state=str(s.state), reason=s.reason)
+                   for s in service.backend.states() if s.name not in ready]
+    return ModelList(backend=service.backend.name, unavailable=unavailable,
                      models=[model_info(s, parity_report(settings.repository, s)) for s in specs])
 
 

@@ -42,7 +42,8 @@ class Detections:
 
 def box_area(boxes: np.ndarray) -> np.ndarray:
     """``[N, 4]`` xyxy -> ``[N]`` areas (0 for degenerate boxes)."""
-    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    area: np.ndarray = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    return area
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

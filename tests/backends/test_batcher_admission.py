@@ -153,10 +153,10 @@ async def test_time_a_request_already_waited_counts_against_max_wait() -> None:
         await taken(started)
         queued = asyncio.ensure_future(batcher.submit(one(), 5))
         await asyncio.sleep(0.01)
-        batcher.admit(1, 5)  # a fresh request is admitted
+        batcher.reserve(1, 5).release()  # a fresh request is admitted
         waited["s"] = 0.2
         with pytest.raises(Overloaded):
-            batcher.admit(1, 5)  # one that waited 0.2 s already is not
+            batcher.reserve(1, 5)  # one that waited 0.2 s already is not
         gate.set()
         await asyncio.gather(running, queued)
     finally:
