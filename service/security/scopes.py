@@ -54,13 +54,18 @@ RULES: tuple[Rule, ...] = (
 DEFAULT_SCOPE = ADMIN
 
 
+def rule_for(method: str, path: str) -> Rule | None:
+    for rule in RULES:
+        if (rule.methods is None or method in rule.methods) and rule.pattern.match(path):
+            return rule
+    return None
+
+
 def scope_for(method: str, path: str) -> str:
     """The scope a request needs: HTTP method and path, or ``("POST", "/<package.Service>/<Method>")``
     for a gRPC call."""
-    for rule in RULES:
-        if (rule.methods is None or method in rule.methods) and rule.pattern.match(path):
-            return rule.scope
-    return DEFAULT_SCOPE
+    rule = rule_for(method, path)
+    return DEFAULT_SCOPE if rule is None else rule.scope
 
 
 def _example_path(template: str) -> str:
@@ -79,3 +84,9 @@ def route_scopes(app: FastAPI) -> list[tuple[str, str, str]]:
         for method in sorted(route.methods or {"GET"}):
             found.append((method, path, scope_for(method, _example_path(path))))
     return found
+
+
+def unclassified_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, template) of the app's routes no rule names (they need ``admin`` until one does)."""
+    return [(m, p) for m, p, _ in route_scopes(app)
+            if m not in {"HEAD", "*"} and rule_for(m, _example_path(p)) is None]

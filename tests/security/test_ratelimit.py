@@ -47,7 +47,7 @@ def test_images_charged_in_a_route_become_429_with_retry_after(tmp_path: Path) -
     settings = Settings(api_keys_file=store)
     app = create_app(settings)
 
-    @app.post("/v1/segment")
+    @app.post("/v1/classify/fake-charging-images")
     async def fake_segment_charging_images(request: Request) -> dict[str, int]:
         n = int(request.query_params["images"])
         charge_images(n)
@@ -56,11 +56,11 @@ def test_images_charged_in_a_route_become_429_with_retry_after(tmp_path: Path) -
     install_security(app, settings)
     with TestClient(app) as client:
         headers = {"Authorization": f"Bearer {key}"}
-        assert client.post("/v1/segment?images=4", headers=headers).status_code == 200
-        refused = client.post("/v1/segment?images=3", headers=headers)
+        assert client.post("/v1/classify/fake-charging-images?images=4", headers=headers).status_code == 200
+        refused = client.post("/v1/classify/fake-charging-images?images=3", headers=headers)
         assert refused.status_code == 429
         assert int(refused.headers["Retry-After"]) >= 1
         assert "images per minute" in refused.json()["error"]["message"]
-        assert client.post("/v1/segment?images=1", headers=headers).status_code == 200
+        assert client.post("/v1/classify/fake-charging-images?images=1", headers=headers).status_code == 200
         scraped = client.get("/metrics", headers=headers).text
         assert 'visiongate_key_requests_total{key="cam",outcome="rate_limited_images"} 1.0' in scraped
