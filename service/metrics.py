@@ -25,6 +25,7 @@ class Metrics:
         self.key_requests = Counter("visiongate_key_requests", "requests by API key name and outcome "
                                     "(allowed, forbidden, rate_limited_requests, rate_limited_images)",
                                     ["key", "outcome"], registry=self.registry)
+        self._key_children: dict[tuple[str, str], Counter] = {}
         self.auth_failures = Counter("visiongate_auth_failures", "requests refused with 401, by reason "
                                      "(missing, unknown)", ["reason"], registry=self.registry)
 
@@ -32,7 +33,10 @@ class Metrics:
         self.batch_size.labels(model).observe(size)
 
     def observe_key(self, key: str, outcome: str) -> None:
-        self.key_requests.labels(key, outcome).inc()
+        child = self._key_children.get((key, outcome))
+        if child is None:  # labels() takes a lock and builds a tuple: once per key and outcome
+            child = self._key_children[(key, outcome)] = self.key_requests.labels(key, outcome)
+        child.inc()
 
     def observe_auth_failure(self, reason: str) -> None:
         self.auth_failures.labels(reason).inc()

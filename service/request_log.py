@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -76,7 +76,7 @@ def current_request_id() -> str | None:
 
 def log_request(route: str, status: int | str, **fields: Any) -> None:
     """One request-shaped line outside HTTP (the batch scorer: route="score", status="ok"/"error")."""
-    record = RequestRecord(request_id=fields.pop("request_id", None) or uuid.uuid4().hex, route=route)
+    record = RequestRecord(request_id=fields.pop("request_id", None) or os.urandom(16).hex(), route=route)
     note_into(record, fields)
     logger.info("%s %s", route, status, extra={"fields": {**record.fields(), "status": status}})
 
@@ -113,7 +113,7 @@ class RequestLogMiddleware:
                 given = value.decode("latin-1")
             elif name == b"traceparent":
                 traceparent = value.decode("latin-1")
-        request_id = given if given and _ID.match(given) else uuid.uuid4().hex
+        request_id = given if given and _ID.match(given) else os.urandom(16).hex()
         record = RequestRecord(request_id=request_id, method=scope["method"], trace_id=_trace_id(traceparent))
         header = (b"x-request-id", request_id.encode("latin-1"))
 
@@ -147,8 +147,11 @@ class RequestLogMiddleware:
             record.model = _model_named_by(scope)
         level = logging.DEBUG if scope["path"] in _QUIET and record.status < 400 else logging.INFO
         if logger.isEnabledFor(level):
-            logger.log(level, "%s %s %s %.1f ms", record.method, record.route, record.status, record.total_ms,
-                       extra={"fields": record.fields()})
+            # made directly: logger.log() would walk the stack for a caller this line does not show
+            line = logger.makeRecord(logger.name, level, "", 0, "%s %s %s %.1f ms",
+                                     (record.method, record.route, record.status, record.total_ms), None,
+                                     extra={"fields": record.fields()})
+            logger.handle(line)
 
 
 def _model_named_by(scope: Scope) -> str | None:

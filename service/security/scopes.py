@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
@@ -61,6 +62,7 @@ def rule_for(method: str, path: str) -> Rule | None:
     return None
 
 
+@lru_cache(maxsize=4096)  # bounded: a client inventing paths cannot grow it
 def scope_for(method: str, path: str) -> str:
     """The scope a request needs: HTTP method and path, or ``("POST", "/<package.Service>/<Method>")``
     for a gRPC call."""
