@@ -32,4 +32,14 @@ if [ "${1:-}" = "test" ]; then
     && /tmp/venv-perf/bin/python -m pip install --quiet --disable-pip-version-check \
       "tritonclient[all]==2.51.0" nvidia-cuda-runtime-cu12; } || echo "perf_analyzer not installed" >&2
   ldconfig -p 2>/dev/null | grep -q libb64.so.0d || echo "perf_analyzer needs libb64-0d (apt-get install libb64-0d)" >&2
+  # Detector-head tests (tests/vision/test_heads_exported.py) compare against the libraries' own
+  # post-processing. ultralytics (AGPL-3.0) and transformers come with the test extra; the PyPI yolov5
+  # package imports pkg_resources (setuptools < 81) and pins an old huggingface-hub, so it lives in its
+  # own venv that sees .venv's packages (torch, onnxruntime) through a .pth file.
+  { [ -x /tmp/venv-yolov5/bin/python ] || "$PYTHON" -m venv /tmp/venv-yolov5; } \
+    && .venv/bin/python -c 'import site; print(site.getsitepackages()[0])' \
+      > "$(/tmp/venv-yolov5/bin/python -c 'import site; print(site.getsitepackages()[0])')/visiongate-venv.pth" \
+    && /tmp/venv-yolov5/bin/python -m pip install --quiet --disable-pip-version-check 'setuptools<81' seaborn pandas \
+    && /tmp/venv-yolov5/bin/python -m pip install --quiet --disable-pip-version-check --no-deps yolov5==7.0.14 \
+    || echo "yolov5 venv not installed" >&2
 fi

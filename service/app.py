@@ -20,8 +20,10 @@ from .grpc import start_grpc
 from .inference import InferenceService
 from .memory import release_when_quiet
 from .deadlines import DeadlineMiddleware
+from .disconnects import CancelOnDisconnect
 from .metrics import Metrics
 from .middleware import AdmissionMiddleware, MetricsMiddleware, OpenRequests
+from .schemas import document_limits
 from .settings import Settings
 
 
@@ -33,7 +35,8 @@ def make_backend(settings: Settings, metrics: Metrics | None = None) -> Backend:
     if settings.backend == "fake":
         from .backends.fake import FakeBackend
 
-        return FakeBackend(settings, item_delay_s=settings.fake_item_delay_s)
+        return FakeBackend(settings, item_delay_s=settings.fake_item_delay_s,
+                           on_batch=metrics.observe_batch if metrics else None)
     from .backends.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(settings, on_batch=metrics.observe_batch if metrics else None)
@@ -101,11 +104,14 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(health.router)
     app.include_router(oip_v2.router)
     app.include_router(ui.router)
+    document_limits(app, settings)  # the OpenAPI schema states every limit the server enforces
     # Starlette wraps each added middleware around the ones added before it: the LAST added runs
     # first. So a request meets Metrics (sees every answer), then Admission (refuses before
-    # anything is read), then Deadline, then CatchAll (a bug's 500 keeps the connection usable).
+    # anything is read), then CancelOnDisconnect (a client that leaves stops its work), then
+    # Deadline, then CatchAll (a bug's 500 keeps the connection usable).
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(DeadlineMiddleware, default_s=settings.request_timeout_s)
+    app.add_middleware(CancelOnDisconnect)
     app.add_middleware(AdmissionMiddleware, limit=settings.max_open_requests, metrics=metrics,
                        open_requests=open_requests, drain_limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -149,7 +149,7 @@ def _from_pretrained_cfg(raw: str) -> tuple[dict[str, str], tuple[str, ...] | No
         if cfg.get(key) is not None:
             params[key] = _csv(cfg[key])
     if cfg.get("crop_pct") is not None:
-        params["crop_pct"] = f"{float(cfg['crop_pct']):.6g}"
+        params["crop_pct"] = repr(float(cfg["crop_pct"]))  # exact: 224/236 must not round to 235
     mode = cfg.get("crop_mode")
     if "resize" not in params and mode is not None:
         if mode not in _TIMM_CROP_MODES:

@@ -25,6 +25,7 @@ from .schemas import ClassifyResult, ClassScore, Detection, DetectResult, ImageS
 from .settings import Settings
 from .vision import decode as vdecode
 from .vision import detection as vdet
+from .vision import heads as vheads
 from .vision import tiles as vtiles
 from .vision.draw import draw_detections
 from .vision.encode import ImageFormat, encode
@@ -75,7 +76,8 @@ def decode_image(data: bytes, settings: Settings, spec: ModelSpec | None = None,
         cfg = spec.preprocess
         limit = partial(shrink_limit, cfg)
     with image_errors(settings):
-        return vdecode.decode(data, settings.max_image_pixels, shrink_limit=limit, keep_alpha=keep_alpha)
+        return vdecode.decode(data, settings.max_image_pixels, shrink_limit=limit, keep_alpha=keep_alpha,
+                              formats=settings.decode_formats)
 
 
 def prepare(data: bytes, spec: ModelSpec, settings: Settings) -> Prepared:
@@ -94,7 +96,11 @@ def prepare_full(data: bytes, spec: ModelSpec, settings: Settings) -> Prepared:
 def image_size(data: bytes, settings: Settings) -> tuple[int, int]:
     """(width, height) from the header alone, with the gateway's limits and errors."""
     with image_errors(settings):
-        return vdecode.open_image(data, settings.max_image_pixels).size
+        return vdecode.open_image(data, settings.max_image_pixels, formats=settings.decode_formats).size
+
+
+def _head(spec: ModelSpec) -> str:
+    return spec.head or "visiongate"
 
 
 @dataclass(frozen=True)
@@ -251,7 +257,8 @@ class InferenceService:
                                   f"got {options.box_format!r}")
         classes = None
         if options.classes is not None and options.classes.strip():
-            num_classes = spec.outputs[-1].dims[-1] if spec.outputs[-1].dims else len(spec.labels or ())
+            num_classes = vheads.num_classes(_head(spec), {o.name: o.dims for o in spec.outputs}) \
+                or len(spec.labels or ())
             try:
                 classes = vdet.parse_classes(options.classes, spec.labels, int(num_classes))
             except ValueError as exc:
@@ -260,23 +267,19 @@ class InferenceService:
 
     def _detections(self, spec: ModelSpec, prepared: list[Prepared], outputs: dict[str, np.ndarray],
                     params: _DetectParams) -> list[vdet.Detections]:
-        """Detections per image, boxes xyxy in original (EXIF-upright) pixels."""
-        names = [o.name for o in spec.outputs]
-        found = []
-        with output_errors(spec):
-            boxes = outputs["boxes"] if "boxes" in outputs else outputs[names[0]]
-            scores = outputs["scores"] if "scores" in outputs else outputs[names[1]]
-            if boxes.ndim != 3 or scores.ndim != 3 or boxes.shape[:2] != scores.shape[:2] or boxes.shape[2] != 4:
-                raise ValueError(f"boxes {list(boxes.shape)} and scores {list(scores.shape)}; expected "
-                                 f"[N, A, 4] and [N, A, C]")
-            for k, p in enumerate(prepared):
-                # a detection with a NaN/infinite coordinate or score is dropped, never drawn or answered
-                finite = np.isfinite(boxes[k]).all(axis=1) & np.isfinite(scores[k]).all(axis=1)
-                d = vdet.select(boxes[k][finite], scores[k][finite], score_threshold=params.score_threshold,
-                                iou_threshold=params.iou_threshold, max_detections=params.max_detections,
-                                classes=params.classes)
-                found.append(vdet.Detections(p.placement.to_original(d.boxes), d.scores, d.class_ids))
-        return found
+        """Detections per image, boxes xyxy in original (EXIF-upright) pixels, decoded by the
+        model's head (``parameters.head``: visiongate, torchvision, yolov5, yolov8, end2end, detr)."""
+        size = spec.preprocess.input_size
+        h, w = size if size is not None else prepared[0].tensor.shape[:2]
+        options = vheads.HeadOptions(score_threshold=params.score_threshold, iou_threshold=params.iou_threshold,
+                                     max_detections=params.max_detections, classes=params.classes)
+        ordered = {o.name: outputs[o.name] for o in spec.outputs if o.name in outputs}
+        try:
+            found = vheads.decode(_head(spec), ordered, options, input_size=(int(w), int(h)), images=len(prepared))
+        except ValueError as exc:  # OutputLayoutError: the model does not answer in its head's layout
+            raise BackendError(f"model {spec.name!r}: {exc}") from exc
+        return [vdet.Detections(p.placement.to_original(d.boxes), d.scores, d.class_ids)
+                for p, d in zip(prepared, found, strict=True)]
 
     def _detect_result(self, spec: ModelSpec, prepared: Prepared, found: vdet.Detections,
                        box_format: vdet.BoxFormat, version: int) -> DetectResult:

@@ -17,6 +17,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .api.routing import RouteTable
+from .disconnects import CLIENT_CLOSED_KEY
 from .errors import Overloaded, VisionGateError, error_response, protocol_of
 from .metrics import Metrics
 
@@ -50,6 +51,8 @@ class MetricsMiddleware:
             status = CLIENT_CLOSED
             raise
         finally:
+            if scope.get(CLIENT_CLOSED_KEY):
+                status = CLIENT_CLOSED
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             self.metrics.requests.labels(path, str(status)).inc()

@@ -292,11 +292,12 @@ def build_spec(config: ModelConfig, *, graph: GraphInfo | None = None, labels: t
     if resize == "center_crop":
         assert input_size is not None
         short = min(input_size)
-        if p.has("resize_size") and p.has("crop_pct"):
+        if "resize_size" in explicit and "crop_pct" in explicit:
             raise ConfigError(f"model {name!r}: give parameters.resize_size or parameters.crop_pct, not both")
         crop_pct = p.number("crop_pct", None, lo=0.0, hi=1.0, lo_open=True)
         resize_size = p.integer("resize_size", None, lo=short)
-        if crop_pct is not None:
+        # what the config says wins over what the graph's metadata suggests
+        if crop_pct is not None and not ("resize_size" in explicit and "crop_pct" not in explicit):
             resize_size = int(short / crop_pct + 1e-9)  # timm: floor(size / crop_pct)
     interpolation: Interpolation = _interpolation(p.choice("interpolation", INTERPOLATIONS, "bilinear"))
     pad = 114

@@ -161,6 +161,29 @@ class Settings(BaseSettings):
             self.solo_intra_op_threads = share
         return self
 
+    # --- hostile input and connections (issue 17) ---
+    decode_formats: list[str] = Field(
+        default_factory=lambda: ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"],
+        description="image formats the gateway decodes (Pillow names); every other Pillow decoder stays "
+                    "unreachable (EPS would run Ghostscript)")
+    max_json_depth: int = Field(64, ge=2, le=500, description="JSON request bodies nested deeper are a 400")
+    header_timeout_s: float = Field(60.0, gt=0, description="a connection whose request headers are not "
+                                    "complete this long after its first byte is closed (slowloris)")
+    idle_timeout_s: float = Field(5.0, gt=0, description="a connection that sends nothing this long, "
+                                  "before its first request or between keep-alive requests, is closed")
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="request line + headers; past it 431 "
+                                  "and the connection is closed")
+    max_connections: int = Field(1000, ge=1, description="open connections; past it the oldest idle or "
+                                 "still-sending-headers one is closed, and if none is, only health probes "
+                                 "are answered on the new one (JSON 503 + Retry-After otherwise)")
+
+    @field_validator("decode_formats")
+    @classmethod
+    def _format_names(cls, formats: list[str]) -> list[str]:
+        if not formats:
+            raise ValueError("name at least one image format")
+        return [f.strip().upper() for f in formats]
+
     # --- security and observability ---
     auth: Literal["auto", "on", "off"] = Field(
         "auto", description="API keys: 'auto' requires a key whenever keys exist, and refuses to start on a "

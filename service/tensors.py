@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InvalidArgument
-from .repository import DTYPES, ModelSpec
+from . import dtypes
+from .repository import ModelSpec
 
 
 def check_inputs(spec: ModelSpec, inputs: dict[str, np.ndarray]) -> int:
@@ -18,9 +19,12 @@ def check_inputs(spec: ModelSpec, inputs: dict[str, np.ndarray]) -> int:
     for name, arr in inputs.items():
         t = expected[name]
         if arr.dtype != t.dtype:
-            got = next((k for k, d in DTYPES.items() if d == arr.dtype), str(arr.dtype)).removeprefix("TYPE_")
+            try:
+                got = dtypes.from_numpy(arr.dtype).v2
+            except KeyError:
+                got = str(arr.dtype)
             raise InvalidArgument(f"input {name!r}: datatype {got} but model {spec.name!r} takes "
-                                  f"{t.data_type.removeprefix('TYPE_')}")
+                                  f"{dtypes.v2_datatype(t.data_type)}")
         shape = list(arr.shape)
         if spec.max_batch_size > 0:
             if not shape or not 1 <= shape[0] <= spec.max_batch_size:

@@ -125,7 +125,7 @@ def test_the_triton_json_path_builds_the_same_spec(exported: Path) -> None:
     ("head", "yolov99", "visiongate | torchvision | yolov5 | yolov8 | end2end | detr"),
     ("interpolation", "cubic", "nearest | bilinear | bicubic"),
     ("normalization", "gateway", "in_graph"),
-    ("task", "segment", "classify | detect | super_resolve"),
+    ("task", "caption", "classify | detect | super_resolve | segment"),
     ("max_detections", "0", "an integer >= 1"),
 ])
 def test_a_bad_value_is_a_load_error_naming_the_model_the_field_and_what_is_allowed(

@@ -43,6 +43,8 @@ class ModelCard:
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     channel_order: Literal["RGB", "BGR"] = "RGB"
+    #: resampling the model was evaluated with (``bilinear``, ``bicubic``, ...); ``None``: the gateway's default
+    interpolation: str | None = None
     labels: tuple[str, ...] | None = None
     #: task specifics written verbatim as config parameters, e.g. {"score_threshold": "0.25",
     #: "iou_threshold": "0.45", "letterbox_pad": "127"} for detectors, {"scale": "2"} for SR
@@ -55,3 +57,5 @@ class ModelCard:
 class LoadedModel:
     module: torch.nn.Module
     card: ModelCard
+    #: no trained weights were loaded (``--random-weights``): the export proves the pipeline, not the model
+    random_weights: bool = False

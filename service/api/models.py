@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from fastapi import APIRouter
@@ -10,6 +9,7 @@ from fastapi import APIRouter
 from ..errors import error_responses
 from ..repository import ModelSpec
 from ..backends.base import resolve_version
+from ..proof_report import read_proof
 from ..schemas import ModelInfo, ModelList, UnavailableModel
 from .deps import ServiceDep, SettingsDep
 
@@ -27,15 +27,12 @@ def model_info(spec: ModelSpec, parity: dict[str, object] | None = None) -> Mode
 
 
 def parity_report(repository: Path, spec: ModelSpec) -> dict[str, object] | None:
-    """The export's proof for the newest version, when the gateway can see the repository."""
+    """The export's proof of the newest version (fp32, fp16 or TensorRT report shapes alike), when
+    the gateway can see the repository."""
     if not spec.versions:
         return None
-    path = repository / spec.name / str(resolve_version(spec, None)) / "parity.json"
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return {"passed": report.get("passed"), "task": report.get("task"), **(report.get("metrics") or {})}
+    proof = read_proof(repository / spec.name / str(resolve_version(spec, None)))
+    return proof.as_dict() if proof is not None else None
 
 
 @router.get("/v1/models", response_model=ModelList, summary="Models being served")

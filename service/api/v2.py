@@ -240,7 +240,7 @@ async def _infer(request: Request, service: InferenceService, settings: Settings
     spec = _spec(service, model, version)
     body = await read_body(request, settings.max_body_bytes)
     body = _decompress(body, request.headers.get("content-encoding", "").strip().lower(), settings.max_body_bytes)
-    req = codec.decode_request(body, request.headers.get(codec.HEADER_LENGTH))
+    req = codec.decode_request(body, request.headers.get(codec.HEADER_LENGTH), settings.max_json_depth)
     wanted = None if req.outputs is None else [oip.OutputRequest(o.name, o.classification) for o in req.outputs]
     binary = {o.name: o.binary for o in req.outputs or ()}
     result = await oip.infer(service, spec.name, version, req.inputs, wanted)

@@ -18,32 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from .. import dtypes
 from ..errors import InvalidArgument, NonFiniteOutput
+from .json_body import DEFAULT_MAX_DEPTH, load_json
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
-#: v2 datatype name <-> numpy dtype (BYTES is an object array of ``bytes``)
-V2_DTYPES: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-    "BYTES": np.dtype(np.object_),
-}
-
-
-def v2_datatype(triton_type: str) -> str:
-    """``TYPE_FP32`` (model config) -> ``FP32`` (v2 wire); ``TYPE_STRING`` -> ``BYTES``."""
-    name = triton_type.removeprefix("TYPE_")
-    return "BYTES" if name == "STRING" else name
+# the one dtype table (re-exported: the v2 layers name their types by it)
+V2_DTYPES = dtypes.V2_NUMPY
+v2_datatype = dtypes.v2_datatype
 
 
 @dataclass
@@ -104,7 +87,8 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> n
             arr = np.array([v.encode() if isinstance(v, str) else bytes(v) for v in flat] + [b""],
                            dtype=np.object_)[:-1]
         else:
-            arr = np.asarray(data, dtype=V2_DTYPES[datatype]).reshape(-1)
+            with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+                arr = np.asarray(data, dtype=V2_DTYPES[datatype]).reshape(-1)
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 # 1e39 as FP32 overflows to inf without a word; JSON has no NaN/Infinity either
                 raise InvalidArgument(f"input {name!r}: values must be finite {datatype} numbers "
@@ -128,7 +112,8 @@ def from_binary(raw: bytes, datatype: str, shape: tuple[int, ...], name: str) ->
     return np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="), copy=False).reshape(shape)
 
 
-def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+def split_body(body: bytes, header_length: str | None,
+               max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[dict[str, Any], bytes]:
     """The JSON header (a dict) and the binary tail of a request body."""
     if header_length is None:
         head, tail = body, b""
@@ -139,19 +124,14 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
             raise InvalidArgument(f"{HEADER_LENGTH} is {header_length!r} but the body has {len(body)} bytes")
         n = int(header_length)
         head, tail = body[:n], body[n:]
-    try:
-        doc = json.loads(head)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"the request header is not valid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise InvalidArgument("the request header is nested too deeply") from exc
+    doc = load_json(head, max_depth, "the request header")
     if not isinstance(doc, dict):
         raise InvalidArgument("the request header must be a JSON object")
     return doc, tail
 
 
-def decode_request(body: bytes, header_length: str | None) -> InferRequest:
-    doc, tail = split_body(body, header_length)
+def decode_request(body: bytes, header_length: str | None, max_depth: int = DEFAULT_MAX_DEPTH) -> InferRequest:
+    doc, tail = split_body(body, header_length, max_depth)
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidArgument("the request needs a non-empty 'inputs' list")

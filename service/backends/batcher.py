@@ -260,12 +260,23 @@ class Batcher:
             self._queue.append(item)
             self._queued_items += n
             self._cond.notify()
+        # answered early (504 by its timer, or the caller went away): out of the queue at once, so
+        # no worker runs it and admission stops counting it (it would refuse others for dead work)
+        item.future.add_done_callback(lambda _: self._drop_if_queued(item))
         timer = loop.call_later(timeout_s, _expire, item.future, timeout_s)
         try:
             # a cancelled caller cancels the future too, so the worker drops the work
             return await item.future
         finally:
             timer.cancel()
+
+    def _drop_if_queued(self, item: _Pending) -> None:
+        with self._cond:
+            try:
+                self._queue.remove(item)
+            except ValueError:
+                return  # taken by a worker already (or answered normally)
+            self._queued_items -= item.n
 
     def _workers_alive(self) -> bool:
         return any(t.is_alive() for t in self._workers)

@@ -19,8 +19,9 @@ What each model answers (so tests can assert it):
   logits are the image's mean red, green and blue (0..1) and 0.5 for gray, times 10: a red photo is
   ``red``.
 - ``fake_detector`` (detect, letterboxed 320x320, labels ``bright``, ``dark``): one box around the
-  pixels brighter than the image's mean (score 0.9, class ``bright``) and one whole-image box
-  (score 0.3, class ``dark``).
+  pixels brighter than the mean of the model's input (score 0.9, class ``bright``) and one
+  whole-input box (score 0.3, class ``dark``). The input is letterboxed with gray (114): on a
+  non-square image darker than that, the padding counts as bright.
 - ``fake_upscaler`` (super-resolve x2, any size): nearest-neighbour upscaling.
 
 ``item_delay_s`` makes every item cost that long, to put the queues under load.
@@ -29,6 +30,7 @@ What each model answers (so tests can assert it):
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -106,8 +108,9 @@ class FakeBackend(BatchedBackend):
     name = "fake"
 
     def __init__(self, settings: Settings, item_delay_s: float = 0.0,
-                 models: tuple[str, ...] = tuple(FAKE_CONFIGS)) -> None:
-        super().__init__(settings)
+                 models: tuple[str, ...] = tuple(FAKE_CONFIGS),
+                 on_batch: Callable[[str, int], None] | None = None) -> None:
+        super().__init__(settings, on_batch)
         self._delay = item_delay_s
         self._names = models
 

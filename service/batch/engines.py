@@ -67,8 +67,8 @@ def local_engine(settings: Settings, opts: TaskOptions) -> ServiceEngine:
     from ..backends.onnxruntime import OnnxRuntimeBackend
 
     # load one model, not the whole repository (an unknown name still loads all, to say what exists)
-    known = opts.model and (settings.repository / opts.model / "config.pbtxt").is_file()
-    only = {opts.model} if known else None
+    known = opts.model is not None and (settings.repository / opts.model / "config.pbtxt").is_file()
+    only = {opts.model} if opts.model is not None and known else None
     return ServiceEngine(OnnxRuntimeBackend(settings, only=only), settings, opts)
 
 

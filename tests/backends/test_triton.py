@@ -251,8 +251,6 @@ def gateway_over(url: str, protocol: str, repository: Path) -> Iterator[GatewayP
         raise
     finally:
         proc.stop()
-        assert proc.proc.stdout is not None
-        proc.proc.stdout.close()
 
 
 def eventually(check: object, timeout_s: float = 30.0) -> None:

@@ -25,7 +25,7 @@ from service.batch.engines import remote_error
 from service.batch.ledger import chunk_files
 from batch_photos import ok, records
 from service.errors import (BackendUnavailable, BadRequest, DeadlineExceeded, InvalidImage, ModelNotFound,
-                            InternalError, Overloaded, ServiceUnavailable, VisionGateError)
+                            InternalError, Overloaded, ServiceUnavailable)
 from support import encode, free_port, photo
 
 
