@@ -46,18 +46,20 @@ from service.security.keys import make_entry, new_key, write_file
 
 # the gateway as `visiongate serve` runs it, with install_security applied unless create_app did it
 LAUNCH = """
-import os, uvicorn
+import os
+import service.server
 from service.app import create_app
-from service.request_log import configure_logging
 from service.security import install_security
-from service.server import DrainingServer, _uvicorn_options
 from service.settings import Settings
-settings = Settings()
-configure_logging(settings)
-app = create_app(settings)
-if os.environ.get("BENCH_SECURITY") == "1" and not hasattr(app.state, "gate"):
-    install_security(app, settings)
-DrainingServer(uvicorn.Config(app, **_uvicorn_options(settings)), app, 0).run()
+
+def secured(settings, backend=None):
+    app = create_app(settings, backend)
+    if os.environ.get("BENCH_SECURITY") == "1" and not hasattr(app.state, "gate"):
+        install_security(app, settings)
+    return app
+
+service.server.create_app = secured
+service.server.serve(Settings())
 """
 
 

@@ -1,27 +1,26 @@
 """``visiongate serve`` with ``install_security`` applied, for the tests until ``create_app`` calls it:
-the same settings, logging, startup checks, TLS options and draining server as ``service.server.serve``."""
+the real ``service.server.serve`` (settings, logging, startup checks, TLS, connection guards, drain),
+given an app factory that adds the security layer."""
 
 from __future__ import annotations
 
-import uvicorn
+from typing import Any
 
+from fastapi import FastAPI
+
+import service.server
 from service.app import create_app
-from service.request_log import configure_logging
 from service.security import install_security
-from service.server import DrainingServer, _uvicorn_options, check_can_serve
 from service.settings import Settings
 
 
-def main() -> None:
-    settings = Settings()
-    configure_logging(settings)
-    check_can_serve(settings)
-    app = create_app(settings)
+def create_secured_app(settings: Settings, backend: Any = None) -> FastAPI:
+    app = create_app(settings, backend)
     if not hasattr(app.state, "gate"):  # create_app does not install it (yet)
         install_security(app, settings)
-    config = uvicorn.Config(app, **_uvicorn_options(settings))  # type: ignore[arg-type]
-    DrainingServer(config, app, settings.shutdown_delay_s).run()
+    return app
 
 
 if __name__ == "__main__":
-    main()
+    service.server.create_app = create_secured_app  # type: ignore[assignment]
+    service.server.serve(Settings())
