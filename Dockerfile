@@ -1,7 +1,8 @@
 # visiongate gateway image.
 #
 #   docker build -t visiongate .                      # the gateway (target "runtime", the default)
-#   docker run -p 8080:8080 -p 8081:8081 -v "$PWD/model_repository:/models:ro" visiongate
+#   docker run -p 8080:8080 -p 8081:8081 -v "$PWD/model_repository:/models:ro" \
+#       -e VISIONGATE_API_KEYS="$(cat ~/.config/visiongate/keys.json)" visiongate
 #
 # The model repository (visiongate export --defaults --repository DIR) is mounted at /models.
 # Optional: `--target with-models` bakes the default models into the image by running the
@@ -9,13 +10,18 @@
 #
 # Build arguments:
 #   BASE_IMAGE  a Debian bookworm image (python3 3.11 from apt); CI passes a local debootstrap one
-#   EXTRAS      pip extras of the package; "triton" (default) adds tritonclient so one image serves
-#               both VISIONGATE_BACKEND=onnxruntime and =triton; "" gives the smallest image
+#   EXTRAS      pip extras of the package; "triton,otel" (default) adds tritonclient so one image
+#               serves both VISIONGATE_BACKEND=onnxruntime and =triton, and OpenTelemetry export
+#               (on when OTEL_EXPORTER_OTLP_ENDPOINT is set); "" gives the smallest image
+#
+# API keys: the gateway listens on 0.0.0.0 here, so it refuses to start without a key (or an explicit
+# VISIONGATE_AUTH=off). Mount the store made by `visiongate keys create` (hashes only) at
+# /etc/visiongate/keys/keys.json, or pass it as VISIONGATE_API_KEYS="$(cat keys.json)".
 ARG BASE_IMAGE=debian:bookworm-slim
 
 # ---------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS builder
-ARG EXTRAS=triton
+ARG EXTRAS=triton,otel
 # Debian's own python3 (same path in the runtime stage, so the venv's symlinks stay valid).
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -50,13 +56,16 @@ RUN apt-get update \
     && groupadd --gid 10001 visiongate \
     && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin visiongate
 COPY --from=builder /opt/venv /opt/venv
+# VISIONGATE_API_KEYS_FILE is the key store's path, not a secret (DL3064 goes by the name)
+# hadolint ignore=DL3064
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     VISIONGATE_HOST=0.0.0.0 \
     VISIONGATE_PORT=8080 \
     VISIONGATE_GRPC_PORT=8081 \
-    VISIONGATE_REPOSITORY=/models
+    VISIONGATE_REPOSITORY=/models \
+    VISIONGATE_API_KEYS_FILE=/etc/visiongate/keys/keys.json
 WORKDIR /home/visiongate
 USER 10001:10001
 # 8080: REST (task API and OIP /v2); 8081: the OIP over gRPC (KServe v2 / Triton clients)

@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_score_arguments(score)
     score.set_defaults(func=cmd_score)
 
+    from .keys_cli import add_keys_parser
+
+    add_keys_parser(sub)
+
     models = sub.add_parser("models", help="list the repository's models and their parity proofs")
     models.add_argument("--repository", type=Path, default=Path("model_repository"))
     models.add_argument("--json", action="store_true")

@@ -7,6 +7,8 @@
     │   ├── InvalidArgument              a parameter out of range
     │   ├── WrongTask                    e.g. detect with a classifier
     │   └── ModelLoadFailed              an explicit load whose model is broken (the reason says why)
+    ├── Unauthenticated                  401 + WWW-Authenticate  missing or unknown API key
+    ├── Forbidden                        403  the key lacks the route's scope
     ├── UnsupportedMediaType             415
     ├── NotFound                         404
     │   ├── ModelNotFound
@@ -16,6 +18,7 @@
     │   ├── BodyTooLarge
     │   ├── ImageTooLarge                pixel limit, checked from the header
     │   └── OutputTooLarge               super-resolution output pixel limit
+    ├── RateLimited                      429 + Retry-After  the key's own rate limit (not overload)
     ├── BackendError                     502  the backend answered with an error
     │   └── NonFiniteOutput              NaN/Infinity where a number must be answered
     ├── ServiceUnavailable               503 + Retry-After
@@ -82,6 +85,27 @@ class InvalidArgument(BadRequest):
 
 class WrongTask(BadRequest):
     pass
+
+
+class Unauthenticated(VisionGateError):
+    status_code = 401
+
+
+class Forbidden(VisionGateError):
+    status_code = 403
+
+
+class RateLimited(VisionGateError):
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: float = 1.0, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds for the Retry-After header, rounded up (at least 1)."""
+        return max(1, int(self.retry_after_s) + (self.retry_after_s % 1 > 0))
 
 
 class UnsupportedMediaType(VisionGateError):

@@ -22,6 +22,21 @@ class Metrics:
         self.rejected = Counter("visiongate_rejected", "requests refused by overload protection or "
                                 "deadlines, by error type (Overloaded, BackendUnavailable, DeadlineExceeded...)",
                                 ["reason"], registry=self.registry)
+        self.key_requests = Counter("visiongate_key_requests", "requests by API key name and outcome "
+                                    "(allowed, forbidden, rate_limited_requests, rate_limited_images)",
+                                    ["key", "outcome"], registry=self.registry)
+        self._key_children: dict[tuple[str, str], Counter] = {}
+        self.auth_failures = Counter("visiongate_auth_failures", "requests refused with 401, by reason "
+                                     "(missing, unknown)", ["reason"], registry=self.registry)
 
     def observe_batch(self, model: str, size: int) -> None:
         self.batch_size.labels(model).observe(size)
+
+    def observe_key(self, key: str, outcome: str) -> None:
+        child = self._key_children.get((key, outcome))
+        if child is None:  # labels() takes a lock and builds a tuple: once per key and outcome
+            child = self._key_children[(key, outcome)] = self.key_requests.labels(key, outcome)
+        child.inc()
+
+    def observe_auth_failure(self, reason: str) -> None:
+        self.auth_failures.labels(reason).inc()

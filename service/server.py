@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from types import FrameType
@@ -32,6 +33,8 @@ from fastapi import FastAPI
 from .app import create_app
 from .connections import ConnectionLimits, GuardedHttpToolsProtocol
 from .edge import EdgeApp
+from .request_log import configure_logging
+from .security import AuthNotConfigured, TLSConfigError, build_gate, uvicorn_tls_options
 from .settings import Settings
 
 logger = logging.getLogger("visiongate")
@@ -140,12 +143,24 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "timeout_keep_alive": settings.idle_timeout_s,
         "timeout_graceful_shutdown": int(settings.drain_timeout_s) or None,
         "backlog": 2048,
+        **uvicorn_tls_options(settings),
+        **({"log_config": None} if settings.log_format == "json" else {}),  # uvicorn's logs as JSON too
     }
 
 
+def check_can_serve(settings: Settings) -> None:
+    """Exit with the reason, before any model loads: no API keys beyond loopback, unusable TLS files."""
+    try:
+        build_gate(settings)
+        uvicorn_tls_options(settings)
+    except (AuthNotConfigured, TLSConfigError) as exc:
+        sys.exit(str(exc))
+
+
 def serve(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     log_origin(settings)
+    check_can_serve(settings)
     if settings.http_workers > 1:
         _serve_workers(settings)
         return

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,6 +38,12 @@ def usable_cpus() -> int:
         cpus = os.cpu_count() or 1
     limit = cgroup_cpu_limit()
     return max(1, min(cpus, math.ceil(limit))) if limit else cpus
+
+
+def default_keys_file() -> Path:
+    """Where `visiongate keys` and the server keep API-key hashes unless VISIONGATE_API_KEYS_FILE says."""
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "visiongate" / "keys.json"
 
 
 #: past this many concurrent callers a CPU model only contends for memory bandwidth
@@ -177,3 +183,37 @@ class Settings(BaseSettings):
         if not formats:
             raise ValueError("name at least one image format")
         return [f.strip().upper() for f in formats]
+
+    # --- security and observability ---
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto", description="API keys: 'auto' requires a key whenever keys exist, and refuses to start on a "
+        "non-loopback address without any; 'on' always requires one; 'off' serves anyone (explicit opt-out)")
+    api_keys_file: Path = Field(default_factory=lambda: default_keys_file(), description="the key store "
+                                "(hashes only) shared by `visiongate keys` and the server; re-read when it "
+                                "changes")
+    api_keys: str = Field("", description="more hashed keys as JSON (the key file's format), for platforms "
+                          "that hand secrets over as environment variables; read once at start")
+    metrics_open: bool = Field(False, description="serve /metrics without a key (e.g. a scraper on a "
+                               "private network); otherwise it needs the 'metrics' scope")
+    docs_enabled: bool = Field(True, description="serve /docs, /redoc and /openapi.json (assets from the "
+                               "package, never a CDN)")
+    tls_certfile: Path | None = Field(None, description="PEM certificate (chain): serve HTTPS")
+    tls_keyfile: Path | None = Field(None, description="PEM private key of tls_certfile")
+    tls_client_ca: Path | None = Field(None, description="PEM CA bundle: require client certificates "
+                                       "signed by it (mutual TLS)")
+    log_format: Literal["text", "json"] = Field("text", description="'json': one JSON object per line")
+    request_log: bool = Field(True, description="one log line per request (id, key name, route, model, "
+                              "images, status, timings); never image bytes or keys")
+    tracing: Literal["auto", "on", "off"] = Field(
+        "auto", description="OpenTelemetry spans: 'auto' is on when an OTLP endpoint is set")
+    otlp_endpoint: str = Field("", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT",
+                                                                 "otlp_endpoint"),
+                               description="OTLP/HTTP base URL (the standard OTEL_EXPORTER_OTLP_ENDPOINT)")
+    otlp_traces_endpoint: str = Field("", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                                                                       "otlp_traces_endpoint"),
+                                      description="full OTLP/HTTP traces URL; overrides otlp_endpoint")
+
+    @field_validator("tls_certfile", "tls_keyfile", "tls_client_ca", mode="before")
+    @classmethod
+    def _blank_path_is_none(cls, value: object) -> object:
+        return None if value in ("", "null", "None") else value

@@ -6,8 +6,21 @@ const $ = (id) => document.getElementById(id);
 const ENDPOINT = { classify: "/v1/classify", detect: "/v1/detect", super_resolve: "/v1/super-resolve",
   segment: "/v1/segment" };
 const PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"];
+const KEY_ITEM = "visiongate.key"; // sessionStorage: this tab only; /docs reads it too
 let models = [];
 let lastFile = null;
+
+function authHeaders() {
+  const key = sessionStorage.getItem(KEY_ITEM);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+// Asks for a key when the server answers 401 (keys in use) or 403 (this key lacks a scope).
+function askForKey(message) {
+  $("key-form").hidden = false;
+  $("key").focus();
+  setStatus(message, true);
+}
 
 function setStatus(text, isError = false) {
   const el = $("status");
@@ -30,7 +43,11 @@ function showTaskControls() {
 
 async function loadModels() {
   try {
-    const r = await fetch("/v1/models");
+    const r = await fetch("/v1/models", { headers: authHeaders() });
+    if (r.status === 401 || r.status === 403) {
+      askForKey(await errorText(r));
+      return;
+    }
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
     models = (await r.json()).models;
   } catch (err) {
@@ -46,6 +63,7 @@ async function loadModels() {
     select.appendChild(opt);
   }
   if (!models.length) setStatus("No models are loaded.", true);
+  else setStatus("Pick an image to run the model.");
   showTaskControls();
 }
 
@@ -150,7 +168,7 @@ async function run(file) {
   try {
     response = await fetch(`${ENDPOINT[model.task]}?${params}`, {
       method: "POST",
-      headers: { "Content-Type": file.type || "application/octet-stream" },
+      headers: { "Content-Type": file.type || "application/octet-stream", ...authHeaders() },
       body: file,
     });
   } catch (err) {
@@ -158,6 +176,10 @@ async function run(file) {
     return;
   }
   const ms = performance.now() - started;
+  if (response.status === 401 || response.status === 403) {
+    askForKey(await errorText(response));
+    return;
+  }
   if (!response.ok) {
     setStatus(await errorText(response), true);
     return;
@@ -172,6 +194,23 @@ async function run(file) {
 }
 
 function wire() {
+  $("key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const key = $("key").value.trim();
+    if (!key) return;
+    sessionStorage.setItem(KEY_ITEM, key);
+    $("key").value = "";
+    $("key-form").hidden = true;
+    $("forget-key").hidden = false;
+    loadModels();
+  });
+  $("forget-key").hidden = !sessionStorage.getItem(KEY_ITEM);
+  $("forget-key").addEventListener("click", (e) => {
+    e.preventDefault();
+    sessionStorage.removeItem(KEY_ITEM);
+    $("forget-key").hidden = true;
+    loadModels();
+  });
   $("model").addEventListener("change", () => { showTaskControls(); if (lastFile) run(lastFile); });
   $("file").addEventListener("change", (e) => run(e.target.files[0]));
   $("topk").addEventListener("change", () => lastFile && run(lastFile));
