@@ -170,21 +170,27 @@ run_and_check() {
     # --health-interval disable: no systemd timer here; the check is run once by hand below.
     # (podman still logs that it cannot reach systemd for the timer: kept out of the output)
     # --read-only (+ podman's tmpfs /tmp) as in compose.yaml and the pods' readOnlyRootFilesystem.
+    # The image listens beyond loopback, so it refuses to start without an API key: give it one
+    # (its hash only, as a key store would hold it) and send the key with every request below.
+    local key hash
+    key="vg_smoke$RANDOM$RANDOM$RANDOM$RANDOM"
+    hash=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
     CID=$(podman run -d --read-only --health-interval disable -p "127.0.0.1:$SMOKE_PORT:8080" \
+        -e "VISIONGATE_API_KEYS={\"keys\":[{\"name\":\"smoke\",\"sha256\":\"$hash\",\"scopes\":[\"infer\",\"read\",\"metrics\"]}]}" \
         -v "$MODEL_REPO:/models:ro" "$IMAGE" 2>"$WORK/run.err") || { cat "$WORK/run.err"; die "podman run failed"; }
     log "container ${CID:0:12} started"
     wait_ready
     [[ $(podman exec "$CID" id -u) != 0 ]] || die "gateway runs as root"
     podman healthcheck run "$CID" >/dev/null 2>>"$WORK/run.err" || die "image HEALTHCHECK failed"
 
-    curl -fsS -H 'Content-Type: image/jpeg' --data-binary "@$WORK/chelsea.jpg" \
+    curl -fsS -H "Authorization: Bearer $key" -H 'Content-Type: image/jpeg' --data-binary "@$WORK/chelsea.jpg" \
         "http://127.0.0.1:$SMOKE_PORT/v1/classify?model=$MODEL" -o "$WORK/classify.json" \
         || die "POST /v1/classify failed"
     log "classify: $(head -c 400 "$WORK/classify.json")"
     check_cat "$WORK/classify.json" || die "wrong answer for a cat photo"
 
     # (to a file, not `curl | grep -q`: with pipefail an early grep exit fails the pipe)
-    if ! { curl -fsS "http://127.0.0.1:$SMOKE_PORT/metrics" -o "$WORK/metrics.txt" \
+    if ! { curl -fsS -H "Authorization: Bearer $key" "http://127.0.0.1:$SMOKE_PORT/metrics" -o "$WORK/metrics.txt" \
         && grep -q '^# TYPE' "$WORK/metrics.txt"; }; then
         die "/metrics has no Prometheus metrics"
     fi

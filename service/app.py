@@ -24,6 +24,7 @@ from .disconnects import CancelOnDisconnect
 from .metrics import Metrics
 from .middleware import AdmissionMiddleware, MetricsMiddleware, OpenRequests
 from .schemas import document_limits
+from .security import install_security
 from .settings import Settings
 
 
@@ -74,7 +75,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         releaser = asyncio.create_task(release_when_quiet(
             settings.memory_release_interval_s, lambda: open_requests.count, quiet_at=settings.inference_workers))
         poller = _poller(settings, chosen)
-        grpc_server = await start_grpc(service, settings, metrics, open_requests, lambda: app.state.draining)
+        grpc_server = await start_grpc(service, settings, metrics, open_requests, lambda: app.state.draining,
+                                       app.state.gate)
         try:
             yield
         finally:
@@ -115,6 +117,9 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.add_middleware(AdmissionMiddleware, limit=settings.max_open_requests, metrics=metrics,
                        open_requests=open_requests, drain_limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # keys, rate limits, request logs and tracing, placed around Metrics/Admission by themselves:
+    # [CORS] -> RequestLog -> Tracing -> Metrics -> Auth -> Admission -> ...
+    install_security(app, settings)
     if settings.cors_origins:  # browsers on other origins (a separately hosted UI) may call the API
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["*"], expose_headers=["Retry-After", "X-Scale", "X-Model",

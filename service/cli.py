@@ -43,9 +43,11 @@ def _export_missing_defaults(repository: Path) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    from .server import check_can_serve, serve
+
+    check_can_serve(settings)  # a refused start (no keys beyond loopback) before a minutes-long export
     if settings.backend == "onnxruntime" and not args.no_export:
         _export_missing_defaults(settings.repository)
-    from .server import serve
 
     serve(settings)
     return 0

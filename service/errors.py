@@ -216,6 +216,9 @@ GRPC_STATUS: dict[type[VisionGateError], str] = {
     DeadlineExceeded: "DEADLINE_EXCEEDED",
     ClientClosedRequest: "CANCELLED",
     InternalError: "INTERNAL",
+    Unauthenticated: "UNAUTHENTICATED",
+    Forbidden: "PERMISSION_DENIED",
+    RateLimited: "RESOURCE_EXHAUSTED",
 }
 
 Protocol = Literal["task", "oip"]
@@ -377,6 +380,9 @@ ERROR_SCHEMA = {
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Bad input (not an image, bad parameter, wrong task for the model)",
+        401: "No API key, or an unknown one (keys are required when configured); see WWW-Authenticate",
+        403: "The API key lacks the scope this route needs",
+        429: "The API key's own rate limit; see Retry-After",
         404: "Unknown model",
         413: "Body, image or output over a configured limit",
         415: "Unsupported content type",

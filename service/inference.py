@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from collections.abc import Callable, Iterator
@@ -17,6 +18,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .backends.base import Backend, Job, Tensors, concat_outputs
+from .request_log import note
+from .security.ratelimit import charge_images
+from .telemetry import span
 from .tensors import check_inputs
 from .errors import (BackendError, BackendUnavailable, ImageTooLarge, InvalidArgument, InvalidImage,
                      NonFiniteOutput, OutputTooLarge, VisionGateError, WrongTask)
@@ -187,16 +191,24 @@ class InferenceService:
         version that answered. Where decoding runs is the backend's choice (``infer_prepared``):
         the embedded runtime decodes on its inference threads, one decode+run sequence per core.
         """
-        with self.backend.admit(spec.name, version, len(images)) as ticket:
-            if self.settings.decode_on_inference_threads or len(images) == 1:
+        n = len(images)
+        charge_images(n)  # the caller's key's own images-per-minute limit (429), before any work
+        with span("admission", model=spec.name, images=n):
+            ticket = self.backend.admit(spec.name, version, n)
+        started = time.monotonic()
+        with ticket, span("decode+infer", model=spec.name, version=ticket.version, images=n):
+            if self.settings.decode_on_inference_threads or n == 1:
                 holders: list[list[Prepared]] = [[] for _ in images]
                 outs = await self.backend.infer_prepared(
                     ticket, [self._job(d, spec, holders[i], full) for i, d in enumerate(images)])
-                prepared = [h[0] for h in holders]
-                return prepared, concat_outputs(outs), ticket.version
-            prepared = await self.prepare_many(images, spec)
-            batch = np.stack([p.tensor for p in prepared])
-            return prepared, await self.backend.infer(ticket, {spec.input.name: batch}), ticket.version
+                prepared, outputs = [h[0] for h in holders], concat_outputs(outs)
+            else:
+                prepared = await self.prepare_many(images, spec)
+                batch = np.stack([p.tensor for p in prepared])
+                outputs = await self.backend.infer(ticket, {spec.input.name: batch})
+        note(model=spec.name, version=ticket.version, images=n,
+             infer_ms=round((time.monotonic() - started) * 1000, 2))
+        return prepared, outputs, ticket.version
 
     async def prepare_many(self, images: list[bytes], spec: ModelSpec) -> list[Prepared]:
         loop = asyncio.get_running_loop()

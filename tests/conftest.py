@@ -50,6 +50,19 @@ def _no_grpc_port_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("VISIONGATE_GRPC_PORT", "0")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_api_key_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite's gateways read an empty key store of their own, never a developer's keys.json
+    (which would turn them into 401s); tests of keys set VISIONGATE_API_KEYS_FILE themselves."""
+    saved = os.environ.get("VISIONGATE_API_KEYS_FILE")
+    os.environ["VISIONGATE_API_KEYS_FILE"] = str(tmp_path_factory.mktemp("keys") / "keys.json")
+    yield
+    if saved is None:
+        os.environ.pop("VISIONGATE_API_KEYS_FILE", None)
+    else:
+        os.environ["VISIONGATE_API_KEYS_FILE"] = saved
+
+
 @pytest.fixture(scope="session")
 def repository() -> Path:
     """The project's model repository with the default models exported (exports them if missing)."""

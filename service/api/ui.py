@@ -10,10 +10,13 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, RedirectResponse
 
+from .docs import SECURITY_HEADERS
+
 STATIC = Path(__file__).resolve().parent.parent / "static"
 #: the only files served, with their media types (no directory listing, no path traversal)
 ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
-HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+#: the security headers every page the gateway serves carries (the playground keeps its own CSP)
+HEADERS = {k: v for k, v in SECURITY_HEADERS.items() if k != "Content-Security-Policy"}
 
 router = APIRouter(include_in_schema=False)
 

@@ -17,6 +17,8 @@ from ..metrics import Metrics
 from ..middleware import OpenRequests
 from ..protocol import grpc_service_pb2_grpc as pb_grpc
 from ..protocol import health_pb2_grpc as health_grpc
+from ..security.auth import Gate
+from ..security.tls import tls_material
 from ..settings import Settings
 from .health import HealthServicer
 from .servicer import InferenceServicer
@@ -38,7 +40,8 @@ def _bind_address(host: str, port: int) -> str:
 
 
 async def start_grpc(service: InferenceService, settings: Settings, metrics: Metrics,
-                     open_requests: OpenRequests, draining: Callable[[], bool]) -> GrpcServer | None:
+                     open_requests: OpenRequests, draining: Callable[[], bool],
+                     gate: Gate | None = None) -> GrpcServer | None:
     """Serve ``inference.GRPCInferenceService`` on ``settings.host:grpc_port`` (None when the port is 0).
 
     Raises ``RuntimeError`` when the port cannot be bound. grpc's default ``SO_REUSEPORT`` is kept, so
@@ -51,13 +54,18 @@ async def start_grpc(service: InferenceService, settings: Settings, metrics: Met
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
     ])
-    servicer = InferenceServicer(service, settings, metrics, open_requests, draining)
+    servicer = InferenceServicer(service, settings, metrics, open_requests, draining, gate)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health = HealthServicer(lambda: not draining() and service.backend.ready())
     health_grpc.add_HealthServicer_to_server(health, server)  # type: ignore[no-untyped-call]
     address = _bind_address(settings.host, settings.grpc_port)
+    tls = tls_material(settings)
     try:
-        port = server.add_insecure_port(address)
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:  # the same certificate (and client CA for mutual TLS) as the REST port
+            port = server.add_secure_port(address, grpc.ssl_server_credentials(
+                [(tls.key, tls.cert)], root_certificates=tls.client_ca, require_client_auth=tls.client_ca is not None))
     except RuntimeError as exc:
         raise RuntimeError(f"cannot serve gRPC on {address} ({exc}); set VISIONGATE_GRPC_PORT to a free port, "
                            "or 0 to turn gRPC off") from exc

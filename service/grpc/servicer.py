@@ -37,6 +37,8 @@ from ..middleware import OpenRequests
 from ..protocol import grpc_service_pb2 as pb
 from ..protocol import grpc_service_pb2_grpc as pb_grpc
 from ..protocol import model_config_pb2
+from ..security.auth import Gate, key_from_metadata
+from ..security.scopes import scope_for
 from ..settings import Settings
 from . import codec
 from .status import to_grpc
@@ -57,8 +59,9 @@ def _version(raw: str) -> int | None:
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, service: InferenceService, settings: Settings, metrics: Metrics,
-                 open_requests: OpenRequests, draining: Callable[[], bool]) -> None:
+                 open_requests: OpenRequests, draining: Callable[[], bool], gate: Gate | None = None) -> None:
         self.service = service
+        self.gate = gate
         self.settings = settings
         self.metrics = metrics
         self.open = open_requests
@@ -77,6 +80,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         code = grpc.StatusCode.OK
         try:
             try:
+                self._authorize(method, context)
                 with request_deadline(self._timeout_s(context)):
                     if not inference:
                         return await work()
@@ -95,6 +99,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             route = f"/{SERVICE}/{method}"
             self.metrics.requests.labels(route, code.name).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+    def _authorize(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """The same keys, scopes and rate limits as REST, the key read from the call's metadata."""
+        if self.gate is None:
+            return
+        scope = scope_for("POST", f"/{SERVICE}/{method}")
+        if self.gate.needs_key(scope):
+            self.gate.check(key_from_metadata(context.invocation_metadata() or ()), scope)
 
     async def _admitted(self, work: Callable[[], Awaitable[T]]) -> T:
         limit = self.settings.max_open_requests
