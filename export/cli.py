@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 # Imported by ``service.cli`` to build its parser: nothing at module level may import torch.
+from .int8_cli import add_int8_arguments
 from .sources.builtin import BUILTIN, DEFAULTS
 from .sources.errors import WeightsNotInstalled
 
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx",
                         help="tensorrt needs an NVIDIA GPU and the tensorrt package")
     parser.add_argument("--fp16", action="store_true", help="float16 weights/compute (ONNX or TensorRT)")
+    add_int8_arguments(parser)
 
 
 def _print_result(name: str, result) -> None:  # type: ignore[no-untyped-def]
@@ -101,6 +103,14 @@ def _run_arch(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.int8:
+        from .int8_cli import run_with_int8
+
+        return run_with_int8(args, _run_fp32)
+    return _run_fp32(args)
+
+
+def _run_fp32(args: argparse.Namespace) -> int:
     reason = _fail_fast(args)
     if reason:
         print(reason, file=sys.stderr)
