@@ -11,11 +11,14 @@
 #   BASE_IMAGE  a Debian bookworm image (python3 3.11 from apt); CI passes a local debootstrap one
 #   EXTRAS      pip extras of the package; "triton" (default) adds tritonclient so one image serves
 #               both VISIONGATE_BACKEND=onnxruntime and =triton; "" gives the smallest image
+#   ONNXRUNTIME "cpu" (default) or "gpu": onnxruntime-gpu with CUDA 13/cuDNN from PyPI instead of the
+#               CPU wheel (run with --gpus all; without a GPU it falls back to the CPU provider)
 ARG BASE_IMAGE=debian:bookworm-slim
 
 # ---------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS builder
 ARG EXTRAS=triton
+ARG ONNXRUNTIME=cpu
 # Debian's own python3 (same path in the runtime stage, so the venv's symlinks stay valid).
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -31,7 +34,11 @@ COPY pyproject.toml ./
 RUN python3 -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 print('\n'.join(p['dependencies'] + [d for e in sys.argv[1].split(',') if e for d in p['optional-dependencies'][e]]))" \
         "$EXTRAS" > /tmp/requirements.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && if [ "$ONNXRUNTIME" = gpu ]; then \
+         pip uninstall --yes onnxruntime \
+         && pip install --no-cache-dir "onnxruntime-gpu[cuda,cudnn]>=1.20"; \
+       fi
 COPY README.md ./
 COPY service ./service
 COPY export ./export
