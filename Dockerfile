@@ -1,7 +1,7 @@
 # visiongate gateway image.
 #
 #   docker build -t visiongate .                      # the gateway (target "runtime", the default)
-#   docker run -p 8080:8080 -v "$PWD/model_repository:/models:ro" visiongate
+#   docker run -p 8080:8080 -p 8081:8081 -v "$PWD/model_repository:/models:ro" visiongate
 #
 # The model repository (visiongate export --defaults --repository DIR) is mounted at /models.
 # Optional: `--target with-models` bakes the default models into the image by running the
@@ -62,10 +62,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     VISIONGATE_HOST=0.0.0.0 \
     VISIONGATE_PORT=8080 \
+    VISIONGATE_GRPC_PORT=8081 \
     VISIONGATE_REPOSITORY=/models
 WORKDIR /home/visiongate
 USER 10001:10001
-EXPOSE 8080
+# 8080: REST (task API and OIP /v2); 8081: the OIP over gRPC (KServe v2 / Triton clients)
+EXPOSE 8080 8081
 # Liveness only (the process answers); readiness (/readyz) is for orchestrators to probe.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('VISIONGATE_PORT', '8080'), timeout=2)"]

@@ -4,9 +4,9 @@
 # photograph (scikit-image's "chelsea", a tabby cat) through the published port, then
 # stop the container with SIGTERM and check it drained and exited cleanly.
 #
-# Works without a Docker engine or a reachable container registry (see
-# /work/shared/notes/containers.md): podman + runc, and a Debian base image made
-# locally with debootstrap when BASE_IMAGE is not already present.
+# Works without a Docker engine or a reachable container registry
+# (podman + runc, and a Debian base image made
+# locally with debootstrap when BASE_IMAGE is not already present).
 #
 # Usage: .ci/container_smoke.sh [--prepare-only]
 #   --prepare-only   host set-up and base image only (no build, no run)

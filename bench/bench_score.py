@@ -3,8 +3,8 @@
 The folder: N JPEGs (640x480, quality 90) cut from scikit-image's photographs. The ceiling: the
 same files read, decoded and preprocessed with the gateway's own functions (``service.inference.prepare``,
 DCT-domain downscaling included) and run through onnxruntime at batch 1 by 2 threads, each with
-a single-threaded session: the best this CPU does per notes/performance.md, with no scheduling,
-batching, records or files around it. ``visiongate score`` runs as a real subprocess; its rate is
+a single-threaded session: the best of the layouts bench/inprocess.py tries on this CPU, with no
+scheduling, batching, records or files around it. ``visiongate score`` runs as a real subprocess; its rate is
 taken over the scoring phase (from its summary) and over the whole command (start-up and model load
 included).
 

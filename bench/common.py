@@ -47,7 +47,7 @@ def make_images(out_dir: Path, n: int = 64) -> list[Path]:
     for name in _SOURCES:
         with contextlib.suppress(Exception):  # a source that needs a download is skipped
             photos[name] = Image.fromarray(np.asarray(getattr(data, name)(), np.uint8)).convert("RGB")
-    left, right, _ = data.stereo_motorcycle()
+    left, right, _ = data.stereo_motorcycle()  # type: ignore[no-untyped-call]
     photos["motorcycle_left"], photos["motorcycle_right"] = Image.fromarray(left), Image.fromarray(right)
     names, rng = sorted(photos), np.random.default_rng(0)
     paths = []
@@ -140,10 +140,9 @@ def start_server(name: str, cmd: Sequence[str], base_url: str, ready_path: str, 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with {proc.returncode}:\n{server.tail()}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(base_url + ready_path, timeout=2) as r:
-                if r.status == 200:
-                    return server
+        with contextlib.suppress(OSError), urllib.request.urlopen(base_url + ready_path, timeout=2) as r:
+            if r.status == 200:
+                return server
         time.sleep(0.3)
     server.stop()
     raise RuntimeError(f"{name} not ready after {timeout_s:g} s:\n{server.tail()}")
@@ -216,6 +215,18 @@ def cpu_delta(a: tuple[float, int, int, float], b: tuple[float, int, int, float]
             "foreign_pct": round(max(0.0, busy - srv - me) / HZ / dt / NCPU * 100, 1)}
 
 
+def wait_quiet(max_wait_s: float, max_pct: float) -> float:
+    """Wait (up to ``max_wait_s``) until other processes use under ``max_pct`` % of all cores over a
+    2 s sample; the last sample's foreign %."""
+    end = time.monotonic() + max_wait_s
+    while True:
+        a = cpu_snapshot(None)
+        time.sleep(2.0)
+        f = cpu_delta(a, cpu_snapshot(None))["foreign_pct"]
+        if f < max_pct or time.monotonic() > end:
+            return f
+
+
 # ---------------------------------------------------------------- load
 @dataclass
 class Point:
@@ -261,7 +272,7 @@ async def closed_loop(label: str, send: Send, payloads: Sequence[bytes], concurr
         t0 = time.perf_counter()
         end = t0 + secs
 
-        async def worker() -> None:
+        async def worker(end: float = end, measuring: bool = phase == "measure") -> None:
             nonlocal nxt, errors, last_error
             while time.perf_counter() < end:
                 data = payloads[nxt % len(payloads)]
@@ -269,13 +280,13 @@ async def closed_loop(label: str, send: Send, payloads: Sequence[bytes], concurr
                 s = time.perf_counter()
                 try:
                     await send(data)
-                except Exception as exc:  # noqa: BLE001 - every failure is counted
-                    if phase == "measure":
+                except Exception as exc:  # every failure is counted
+                    if measuring:
                         errors += 1
                         last_error = repr(exc)[:200]
                     await asyncio.sleep(0.01)
                     continue
-                if phase == "measure":
+                if measuring:
                     lat.append(time.perf_counter() - s)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -335,7 +346,7 @@ def table(rows: Sequence[dict[str, object]], cols: Sequence[tuple[str, str]]) ->
     """A markdown table of ``rows`` with ``cols`` as (key, heading)."""
     def fmt(v: object) -> str:
         if v is None:
-            return "–"
+            return "-"
         if isinstance(v, float):
             return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
         return str(v)

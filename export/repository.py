@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from service import pbtxt
-from service.repository import model_versions
+from service.repository import label_file, model_versions, read_labels
 
 from .sources.base import ModelCard
 
@@ -42,10 +42,18 @@ def build_config(name: str, card: ModelCard, *, max_batch_size: int, platform: s
     elif card.task == "detect":
         outputs = [{"name": "boxes", "data_type": "TYPE_FP32", "dims": [-1, 4]},
                    {"name": "scores", "data_type": "TYPE_FP32", "dims": [-1, classes or -1]}]
+    elif card.task == "segment" and card.extra.get("segment_kind") == "instance":
+        outputs = [{"name": "boxes", "data_type": "TYPE_FP32", "dims": [-1, 4]},
+                   {"name": "scores", "data_type": "TYPE_FP32", "dims": [-1, classes or -1]},
+                   {"name": "mask_coefficients", "data_type": "TYPE_FP32", "dims": [-1, -1]},
+                   {"name": "prototypes", "data_type": "TYPE_FP32", "dims": [-1, -1, -1]}]
+    elif card.task == "segment":
+        outputs = [{"name": "scores", "data_type": "TYPE_FP32", "dims": [classes or -1, -1, -1]}]
     else:
         outputs = [{"name": "output", "data_type": "TYPE_FP32", "dims": [-1, -1, 3]}]
     if card.labels:
-        outputs[-1]["label_filename"] = "labels.txt"
+        label_output = 1 if card.task == "segment" and len(outputs) > 1 else -1
+        outputs[label_output]["label_filename"] = "labels.txt"
     params: dict[str, str] = {
         "task": card.task,
         "resize": card.resize,
@@ -56,6 +64,8 @@ def build_config(name: str, card: ModelCard, *, max_batch_size: int, platform: s
     }
     if card.resize_size:
         params["resize_size"] = str(card.resize_size)
+    if card.interpolation:
+        params["interpolation"] = card.interpolation
     if card.task == "classify":
         params["output_activation"] = "softmax"
     params.update(card.extra)
@@ -63,11 +73,34 @@ def build_config(name: str, card: ModelCard, *, max_batch_size: int, platform: s
         "name": name,
         "platform": platform,
         "max_batch_size": max_batch_size,
-        "input": [{"name": "image", "data_type": "TYPE_UINT8", "dims": in_dims}],
+        # Triton's image clients read the layout from ``format`` (FORMAT_NONE makes them refuse the model)
+        "input": [{"name": "image", "data_type": "TYPE_UINT8", "format": "FORMAT_NHWC", "dims": in_dims}],
         "output": outputs,
         "dynamic_batching": {"max_queue_delay_microseconds": queue_delay_us},
         "parameters": {k: {"string_value": v} for k, v in params.items()},
     }
+
+
+def canonical(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` in the one dict shape Triton's JSON gives (int64 fields as strings), for comparisons."""
+    from service.model_config import config_from_dict, config_to_dict
+
+    return config_to_dict(config_from_dict(config))
+
+
+def existing_config(repository: Path, name: str) -> dict[str, Any] | None:
+    """The model's current config.pbtxt as a dict (Triton's JSON shape), or ``None`` when the model is new.
+
+    Raises:
+        service.model_config.ConfigError: the file exists and is not a valid model config (a re-export
+            must not guess what it meant).
+    """
+    from service.model_config import config_to_dict, read_config
+
+    path = Path(repository) / name / "config.pbtxt"
+    if not path.is_file():
+        return None
+    return config_to_dict(read_config(path, name))
 
 
 def _fsync_tree(root: Path) -> None:
@@ -131,11 +164,20 @@ class StagedVersion:
         self.directory.mkdir()
 
     def commit(self, config: dict[str, Any], labels: tuple[str, ...] | None) -> int:
-        """Publish the staged files as the next version; returns its number."""
-        _fsync_tree(self.directory)
+        """Publish the staged files as the next version; returns its number.
+
+        Labels that differ from the model's ``labels.txt`` go into the new version's own folder
+        (``<version>/labels.txt``), so the versions already published keep answering with theirs.
+        """
         model_dir = self.repository / self.name
         config_text = pbtxt.dump(config)
         labels_text = "".join(f"{label}\n" for label in labels) if labels else None
+        if labels_text is not None and model_dir.is_dir():
+            current = model_dir / (label_file(config) or "labels.txt")
+            if current.is_file() and read_labels(current) != labels:
+                (self.directory / "labels.txt").write_text(labels_text, encoding="utf-8")
+                labels_text = None  # the model-level file stays what the older versions were served with
+        _fsync_tree(self.directory)
         if not model_dir.exists():
             # A new model appears whole: config, labels and version 1 in one rename.
             fresh = self._root / "model"

@@ -23,17 +23,15 @@ import onnxruntime as ort
 
 from service.repository import spec_from_config
 
-from .onnx import output_names
-from .parity import MAX_PIXELS, ParityError, model_inputs
-from .photos import PHOTO_NAMES, photo_jpeg
-from .pipeline import DEFAULT_MAX_BATCH, ExportResult, export_model
+from .onnx import PREPROCESS_KEY, output_names, read_metadata, write_metadata
+from .parity import ParityError, ProofOptions, crop_photo, model_inputs
+from .pipeline import ExportResult, batch_size, export_model, publish_config
 from .repository import build_config, remove_stale_staging, staged_version
 from .sources.base import LoadedModel, ModelCard
 
 logger = logging.getLogger("visiongate.export")
 
 Format = Literal["onnx", "tensorrt"]
-SR_PHOTOS = ("astronaut", "coffee", "chelsea")
 SR_CROP = 64
 
 
@@ -59,18 +57,12 @@ def convert_fp16(src: Path, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
-def variant_inputs(card: ModelCard, config: dict) -> np.ndarray:  # type: ignore[type-arg]
+def variant_inputs(card: ModelCard, config: dict, proof: ProofOptions) -> np.ndarray:  # type: ignore[type-arg]
     """Real photos as the gateway feeds them: the config's resize, or centre crops for super-resolution."""
+    photos = proof.photos_for(card.task)
     if card.input_size is not None:
-        return model_inputs(spec_from_config(config, labels=card.labels), PHOTO_NAMES)
-    from service.vision.decode import decode
-
-    crops = []
-    for name in SR_PHOTOS:
-        rgb = decode(photo_jpeg(name), MAX_PIXELS).rgb
-        top, left = (rgb.shape[0] - SR_CROP) // 2, (rgb.shape[1] - SR_CROP) // 2
-        crops.append(rgb[top:top + SR_CROP, left:left + SR_CROP])
-    return np.ascontiguousarray(np.stack(crops))
+        return model_inputs(spec_from_config(config, labels=card.labels), photos)
+    return np.ascontiguousarray(np.stack([crop_photo(p, SR_CROP) for p in photos]))
 
 
 @dataclass
@@ -105,24 +97,28 @@ def compare(task: str, names: list[str], expected: list[np.ndarray], got: list[n
 
 
 def export_variant(loaded: LoadedModel, name: str, repository: Path, *, fmt: Format = "onnx", fp16: bool = False,
-                   max_batch_size: int | None = None, progress: bool = True) -> ExportResult:
+                   max_batch_size: int | None = None, progress: bool = True,
+                   proof: ProofOptions | None = None) -> ExportResult:
     """Export ``loaded`` as ONNX (fp16 optional) or a TensorRT plan into ``repository``, proven at each step."""
+    proof = proof or ProofOptions()
     if fmt == "onnx" and not fp16:
-        return export_model(loaded, name, repository, max_batch_size=max_batch_size, progress=progress)
+        return export_model(loaded, name, repository, max_batch_size=max_batch_size, progress=progress,
+                            proof=proof)
     if fmt == "tensorrt":
         from .tensorrt import require_tensorrt
 
         require_tensorrt()
     card = loaded.card
-    mbs = max_batch_size or DEFAULT_MAX_BATCH[card.task]
+    mbs = batch_size(name, repository, card.task, max_batch_size)
     with tempfile.TemporaryDirectory(prefix="visiongate-fp32-") as scratch:
-        base = export_model(loaded, name, Path(scratch), max_batch_size=mbs, progress=progress)
+        base = export_model(loaded, name, Path(scratch), max_batch_size=mbs, progress=progress, proof=proof)
         fp32_onnx = base.directory / "model.onnx"
         platform = "tensorrt_plan" if fmt == "tensorrt" else "onnxruntime_onnx"
         config = build_config(name, card, max_batch_size=mbs, platform=platform)
         precision = "fp16" if fp16 else "fp32"
         config["parameters"]["precision"] = {"string_value": precision}
-        x = variant_inputs(card, config)
+        config = publish_config(name, repository, config)
+        x = variant_inputs(card, config, proof)
         names = output_names(card)
         session = ort.InferenceSession(str(fp32_onnx), providers=["CPUExecutionProvider"])
         expected = [np.concatenate(chunk) for chunk in zip(*(
@@ -140,14 +136,17 @@ def export_variant(loaded: LoadedModel, name: str, repository: Path, *, fmt: For
             else:
                 target = stage.directory / "model.onnx"
                 convert_fp16(fp32_onnx, target)
+                if PREPROCESS_KEY not in read_metadata(target):
+                    write_metadata(target, {PREPROCESS_KEY: read_metadata(fp32_onnx)[PREPROCESS_KEY]})
                 variant = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
-                got = variant.run(names, {"image": x})
+                got = [np.concatenate(chunk) for chunk in zip(*(
+                    variant.run(names, {"image": x[i:i + mbs]}) for i in range(0, len(x), mbs)), strict=True)]
                 tolerance = 2e-2
             result = compare(card.task, names, expected, got, tolerance)
             report = {
                 "variant": {"format": fmt, **facts, "passed": result.passed, "metrics": result.metrics,
                             "thresholds": result.thresholds, "reference": "float32 ONNX on onnxruntime CPU",
-                            "inputs": list(SR_PHOTOS if card.input_size is None else PHOTO_NAMES)},
+                            "inputs": [p.name for p in proof.photos_for(card.task)]},
                 "float32_onnx_vs_pytorch": json.loads((base.directory / "parity.json").read_text()),
             }
             (stage.directory / "parity.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -156,4 +155,5 @@ def export_variant(loaded: LoadedModel, name: str, repository: Path, *, fmt: For
                                   f"(thresholds {result.thresholds}); no version written")
             version = stage.commit(config, card.labels)
     logger.info("exported %s version %d as %s %s: %s", name, version, fmt, precision, result.metrics)
-    return ExportResult(name, version, repository / name / str(version), base.report)
+    return ExportResult(name, version, repository / name / str(version), base.report, checked=result.metrics,
+                        checked_what=f"{fmt} {precision} vs float32 ONNX")

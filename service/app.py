@@ -11,18 +11,20 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__
-from .api import classify, detect, health, models, super_resolve
+from .api import classify, detect, health, models, segment, super_resolve
 from .api import ui
 from .api import v2 as oip_v2
 from .backends.base import Backend
-from .errors import install_error_handlers
+from .errors import CatchAllMiddleware, install_error_handlers
+from .grpc import start_grpc
 from .inference import InferenceService
 from .memory import release_when_quiet
 from .deadlines import DeadlineMiddleware
+from .disconnects import CancelOnDisconnect
 from .metrics import Metrics
-from .middleware import AdmissionMiddleware, MetricsMiddleware
+from .middleware import AdmissionMiddleware, MetricsMiddleware, OpenRequests
+from .schemas import document_limits
 from .settings import Settings
-from .shedding import early_refusal
 
 
 def make_backend(settings: Settings, metrics: Metrics | None = None) -> Backend:
@@ -30,14 +32,32 @@ def make_backend(settings: Settings, metrics: Metrics | None = None) -> Backend:
         from .backends.triton import TritonBackend  # needs the `triton` extra
 
         return TritonBackend(settings)
+    if settings.backend == "fake":
+        from .backends.fake import FakeBackend
+
+        return FakeBackend(settings, item_delay_s=settings.fake_item_delay_s,
+                           on_batch=metrics.observe_batch if metrics else None)
     from .backends.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(settings, on_batch=metrics.observe_batch if metrics else None)
 
 
+def _poller(settings: Settings, backend: Backend) -> asyncio.Task[None] | None:
+    if settings.model_control != "poll":
+        return None
+    from .backends.model_control import poll_repository
+    from .backends.onnxruntime import OnnxRuntimeBackend
+
+    if not isinstance(backend, OnnxRuntimeBackend):  # Triton polls its own repository
+        return None
+    return asyncio.create_task(poll_repository(backend, settings.model_poll_interval_s), name="model-poll")
+
+
 def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
+    open_requests = OpenRequests()
+    metrics.in_flight.set_function(lambda: open_requests.count)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,12 +72,18 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         gc.collect()
         gc.freeze()
         releaser = asyncio.create_task(release_when_quiet(
-            settings.memory_release_interval_s, lambda: metrics.open_requests, quiet_at=settings.inference_workers))
+            settings.memory_release_interval_s, lambda: open_requests.count, quiet_at=settings.inference_workers))
+        poller = _poller(settings, chosen)
+        grpc_server = await start_grpc(service, settings, metrics, open_requests, lambda: app.state.draining)
         try:
             yield
         finally:
             app.state.draining = True
+            if grpc_server is not None:
+                await grpc_server.stop(settings.drain_timeout_s)
             releaser.cancel()
+            if poller is not None:
+                poller.cancel()
             await chosen.close()
             service.close()
 
@@ -73,14 +99,21 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(classify.router)
     app.include_router(detect.router)
     app.include_router(super_resolve.router)
+    app.include_router(segment.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(oip_v2.router)
     app.include_router(ui.router)
-    # outermost first: metrics see every answer, admission refuses before anything is read
+    document_limits(app, settings)  # the OpenAPI schema states every limit the server enforces
+    # Starlette wraps each added middleware around the ones added before it: the LAST added runs
+    # first. So a request meets Metrics (sees every answer), then Admission (refuses before
+    # anything is read), then CancelOnDisconnect (a client that leaves stops its work), then
+    # Deadline, then CatchAll (a bug's 500 keeps the connection usable).
+    app.add_middleware(CatchAllMiddleware)
     app.add_middleware(DeadlineMiddleware, default_s=settings.request_timeout_s)
+    app.add_middleware(CancelOnDisconnect)
     app.add_middleware(AdmissionMiddleware, limit=settings.max_open_requests, metrics=metrics,
-                       early=early_refusal, drain_limit=settings.max_body_bytes)
+                       open_requests=open_requests, drain_limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.cors_origins:  # browsers on other origins (a separately hosted UI) may call the API
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from .settings import Settings
 
@@ -66,33 +67,37 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from .api.models import parity_report
+    from .backends.base import resolve_version
     from .repository import ConfigError, read_model, scan
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for model_dir in scan(args.repository):
         try:
-            entry = read_model(model_dir)
+            spec = read_model(model_dir).spec
         except ConfigError as exc:
             rows.append({"name": model_dir.name, "error": str(exc)})
             continue
-        spec = entry.spec
-        newest = max(spec.versions) if spec.versions else None
-        parity_path = model_dir / str(newest) / "parity.json" if newest else None
-        parity = json.loads(parity_path.read_text()) if parity_path and parity_path.is_file() else None
         rows.append({"name": spec.name, "task": spec.task, "platform": spec.platform,
                      "versions": list(spec.versions), "input_size": spec.preprocess.input_size,
-                     "parity": {"passed": parity["passed"], **parity["metrics"]} if parity else None})
+                     "newest": resolve_version(spec, None) if spec.versions else None,
+                     "inferred": dict(spec.inferred), "warnings": list(spec.warnings),
+                     "parity": parity_report(args.repository, spec)})
     if args.json:
         print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            if "error" in r:
-                print(f"{r['name']:<24} ERROR {r['error']}")
-                continue
-            par = r["parity"]
-            proof = ("parity " + ("ok " if par["passed"] else "FAILED ") +
-                     " ".join(f"{k}={v:.3g}" for k, v in par.items() if k != "passed")) if par else "no parity report"
-            print(f"{r['name']:<24} {r['task']:<14} v{r['versions']} {r['platform']:<18} {proof}")
+        return 0
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:<24} UNAVAILABLE {r['error']}")
+            continue
+        par = r["parity"]
+        proof = ("parity " + ("ok " if par["passed"] else "FAILED ") +
+                 " ".join(f"{k}={v:.3g}" for k, v in par.items() if isinstance(v, float))) if par else "no parity report"
+        print(f"{r['name']:<24} {r['task']:<14} v{r['versions']} {r['platform']:<18} {proof}")
+        for key, source in r["inferred"].items():
+            print(f"{'':<24}   inferred {key} from {source}")
+        for warning in r["warnings"]:
+            print(f"{'':<24}   warning: {warning}")
     return 0
 
 

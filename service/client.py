@@ -23,12 +23,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 from pydantic import BaseModel
 
 from .schemas import ClassifyResult, DetectResult, ModelInfo, ModelList
+from .vision.formats import media_type
 
 __all__ = [
     "AsyncClient", "BadRequestError", "Client", "ClientConnectionError", "GatewayError", "NotFoundError",
@@ -152,16 +153,6 @@ def super_resolved(response: httpx.Response) -> SuperResolved:
 
 # --- requests (shared by both clients) --------------------------------------------------------------
 
-_MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF8", "image/gif"),
-          (b"BM", "image/bmp"), (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
-
-
-def media_type(data: bytes) -> str:
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return next((t for magic, t in _MAGIC if data.startswith(magic)), "application/octet-stream")
-
-
 def _is_url(image: Image) -> bool:
     return isinstance(image, str) and image.startswith(("http://", "https://"))
 
@@ -175,7 +166,8 @@ def _read(image: Image) -> bytes:
 def image_request(images: Image | Sequence[Image]) -> tuple[dict[str, Any], bool]:
     """httpx request keyword arguments for one image or a list, and whether a list was given."""
     many = isinstance(images, list | tuple)
-    items: list[Image] = list(images) if many else [images]  # type: ignore[arg-type]
+    # a str is a Sequence too: only lists and tuples are "several images"
+    items: list[Image] = list(images) if isinstance(images, list | tuple) else [cast(Image, images)]
     if not items:
         raise ValueError("no images given")
     if any(_is_url(i) for i in items):

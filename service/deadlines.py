@@ -9,13 +9,15 @@ at once (503) or cut at its deadline (504) instead of occupying the model.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import InvalidArgument, error_response
+from .errors import InvalidArgument, error_response, protocol_of
 
 HEADERS = (b"x-request-timeout", b"request-timeout")
 _SCOPE_KEY = "visiongate.deadline"
@@ -65,7 +67,7 @@ class DeadlineMiddleware:
                 try:
                     timeout = min(timeout, parse_timeout(value.decode("latin-1")))
                 except InvalidArgument as exc:
-                    await error_response(exc)(scope, receive, send)
+                    await error_response(exc, protocol_of(scope["path"]))(scope, receive, send)
                     return
         arrived = time.monotonic()
         deadline = arrived + timeout
@@ -76,3 +78,16 @@ class DeadlineMiddleware:
         finally:
             _deadline.reset(token)
             _arrived.reset(arrived_token)
+
+
+@contextlib.contextmanager
+def request_deadline(timeout_s: float) -> Iterator[None]:
+    """What runs inside is one request arriving now, with this deadline (for transports that are not
+    ASGI, such as gRPC, whose own deadline becomes the request's)."""
+    arrived = time.monotonic()
+    token, arrived_token = _deadline.set(arrived + timeout_s), _arrived.set(arrived)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+        _arrived.reset(arrived_token)

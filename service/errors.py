@@ -5,34 +5,48 @@
     │   ├── EmptyBody
     │   ├── InvalidImage                 not an image, truncated, corrupt
     │   ├── InvalidArgument              a parameter out of range
-    │   └── WrongTask                    e.g. detect with a classifier
+    │   ├── WrongTask                    e.g. detect with a classifier
+    │   └── ModelLoadFailed              an explicit load whose model is broken (the reason says why)
     ├── UnsupportedMediaType             415
-    ├── ModelNotFound                    404
+    ├── NotFound                         404
+    │   ├── ModelNotFound
+    │   └── RouteNotFound                no such path
+    ├── MethodNotAllowed                 405
     ├── PayloadTooLarge                  413
     │   ├── BodyTooLarge
     │   ├── ImageTooLarge                pixel limit, checked from the header
     │   └── OutputTooLarge               super-resolution output pixel limit
     ├── BackendError                     502  the backend answered with an error
+    │   └── NonFiniteOutput              NaN/Infinity where a number must be answered
     ├── ServiceUnavailable               503 + Retry-After
     │   ├── Overloaded                   admission queue full
     │   ├── BackendUnavailable           backend down or unreachable
     │   └── ModelNotReady
-    └── DeadlineExceeded                 504
+    ├── DeadlineExceeded                 504
+    ├── ClientClosedRequest              499  the caller went away (counted, logged at INFO)
+    └── InternalError                    500  a bug: the message never leaks internals
 
-Every class carries ``status_code`` and a public ``message``; ``error_response`` turns any of them
-into the JSON body ``{"error": {"type", "message", ...details}}``. 4xx are logged at INFO without a
-traceback, 5xx with one.
+Every class carries ``status_code`` and a public ``message``. How an error is written depends on
+the protocol of the route it happened on, decided once here (``protocol_of``):
+
+- the task API (``/v1``, everything else): ``{"error": {"type", "message", ...details}}``
+- the Open Inference Protocol (``/v2``): ``{"error": "<message>"}``, as KServe/Triton clients expect
+- gRPC: a status code from ``GRPC_STATUS`` (by class, found along the MRO) and the message
+
+4xx are logged at INFO without a traceback, 5xx with one (503/504 without).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("visiongate")
 
@@ -74,8 +88,24 @@ class UnsupportedMediaType(VisionGateError):
     status_code = 415
 
 
-class ModelNotFound(VisionGateError):
+class ModelLoadFailed(BadRequest):
+    pass
+
+
+class NotFound(VisionGateError):
     status_code = 404
+
+
+class ModelNotFound(NotFound):
+    pass
+
+
+class RouteNotFound(NotFound):
+    pass
+
+
+class MethodNotAllowed(VisionGateError):
+    status_code = 405
 
 
 class PayloadTooLarge(VisionGateError):
@@ -96,6 +126,10 @@ class OutputTooLarge(PayloadTooLarge):
 
 class BackendError(VisionGateError):
     status_code = 502
+
+
+class NonFiniteOutput(BackendError):
+    """The model answered NaN or infinity where a number must be given (a broken model)."""
 
 
 class ServiceUnavailable(VisionGateError):
@@ -122,50 +156,161 @@ class DeadlineExceeded(VisionGateError):
     status_code = 504
 
 
-def error_body(exc: VisionGateError) -> dict[str, Any]:
+class ClientClosedRequest(VisionGateError):
+    status_code = 499
+
+
+class InternalError(VisionGateError):
+    pass
+
+
+#: gRPC status code names, as Triton uses them, per class (the nearest class along the MRO wins).
+#: Every class of the tree has its own entry, so a new class must decide (tests/test_errors.py).
+GRPC_STATUS: dict[type[VisionGateError], str] = {
+    VisionGateError: "INTERNAL",
+    BadRequest: "INVALID_ARGUMENT",
+    EmptyBody: "INVALID_ARGUMENT",
+    InvalidImage: "INVALID_ARGUMENT",
+    InvalidArgument: "INVALID_ARGUMENT",
+    WrongTask: "INVALID_ARGUMENT",
+    ModelLoadFailed: "INVALID_ARGUMENT",
+    UnsupportedMediaType: "INVALID_ARGUMENT",
+    NotFound: "NOT_FOUND",
+    ModelNotFound: "NOT_FOUND",
+    RouteNotFound: "UNIMPLEMENTED",
+    MethodNotAllowed: "UNIMPLEMENTED",
+    PayloadTooLarge: "RESOURCE_EXHAUSTED",
+    BodyTooLarge: "RESOURCE_EXHAUSTED",
+    ImageTooLarge: "INVALID_ARGUMENT",
+    OutputTooLarge: "INVALID_ARGUMENT",
+    BackendError: "INTERNAL",
+    NonFiniteOutput: "INTERNAL",
+    ServiceUnavailable: "UNAVAILABLE",
+    Overloaded: "UNAVAILABLE",
+    BackendUnavailable: "UNAVAILABLE",
+    ModelNotReady: "UNAVAILABLE",
+    DeadlineExceeded: "DEADLINE_EXCEEDED",
+    ClientClosedRequest: "CANCELLED",
+    InternalError: "INTERNAL",
+}
+
+Protocol = Literal["task", "oip"]
+
+
+def protocol_of(path: str) -> Protocol:
+    """Which error shape a path answers in: the OIP's on ``/v2``, the task API's elsewhere."""
+    return "oip" if path == "/v2" or path.startswith("/v2/") else "task"
+
+
+def grpc_status(exc: VisionGateError) -> str:
+    for cls in type(exc).__mro__:
+        if cls in GRPC_STATUS:
+            return GRPC_STATUS[cls]
+    return "INTERNAL"
+
+
+def retry_after(exc: VisionGateError) -> int | None:
+    """Whole seconds for a Retry-After header (``None`` when the error has none)."""
+    if isinstance(exc, ServiceUnavailable):
+        return max(1, round(exc.retry_after_s))
+    return getattr(exc, "retry_after", None)
+
+
+def error_body(exc: VisionGateError, protocol: Protocol = "task") -> dict[str, Any]:
+    if protocol == "oip":
+        return {"error": exc.message}
     return {"error": {"type": exc.type, "message": exc.message, **exc.details}}
 
 
-def error_response(exc: VisionGateError) -> JSONResponse:
-    headers = {}
-    if isinstance(exc, ServiceUnavailable):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
-    return JSONResponse(error_body(exc), status_code=exc.status_code, headers=headers)
+def error_response(exc: VisionGateError, protocol: Protocol = "task",
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    extra = dict(headers or {})
+    seconds = retry_after(exc)
+    if seconds is not None:
+        extra["Retry-After"] = str(seconds)
+    return JSONResponse(error_body(exc, protocol), status_code=exc.status_code, headers=extra)
 
 
-async def _handle_visiongate(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, VisionGateError)
-    if isinstance(exc, (ServiceUnavailable, DeadlineExceeded)):
-        metrics = getattr(request.app.state, "metrics", None)
-        if metrics is not None:
-            metrics.rejected.labels(exc.type).inc()
-    if exc.status_code >= 500:
-        logger.error("%s %s -> %s: %s", request.method, request.url.path, exc.status_code, exc.message,
-                     exc_info=exc if exc.status_code not in (503, 504) else None)
+def log_error(method: str, path: str, exc: VisionGateError) -> None:
+    if exc.status_code >= 500 and not isinstance(exc, (ServiceUnavailable, DeadlineExceeded)):
+        logger.error("%s %s -> %s: %s", method, path, exc.status_code, exc.message,
+                     exc_info=exc.__cause__ or exc if exc.status_code != 500 or exc.__cause__ else None)
     else:
-        logger.info("%s %s -> %s: %s", request.method, request.url.path, exc.status_code, exc.message)
-    return error_response(exc)
+        logger.info("%s %s -> %s: %s", method, path, exc.status_code, exc.message)
 
 
-async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    problems = [
-        {"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
-        for e in exc.errors()
-    ]
-    return error_response(InvalidArgument("request parameters are invalid", problems=problems))
+def as_visiongate_error(exc: BaseException) -> VisionGateError:
+    """Any exception as a member of the tree (the one translation of foreign errors at the edge)."""
+    if isinstance(exc, VisionGateError):
+        return exc
+    if isinstance(exc, RequestValidationError):
+        where = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
+                          for e in exc.errors())
+        problems = [{"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
+                    for e in exc.errors()]
+        return InvalidArgument(f"request parameters are invalid: {where}", problems=problems)
+    if isinstance(exc, StarletteHTTPException):
+        cls: type[VisionGateError] = {404: RouteNotFound, 405: MethodNotAllowed, 413: BodyTooLarge}.get(
+            exc.status_code, BadRequest if exc.status_code < 500 else InternalError)
+        err = cls(str(exc.detail))
+        err.status_code = exc.status_code
+        return err
+    if isinstance(exc, ClientDisconnect):
+        return ClientClosedRequest("the client closed the connection before the answer")
+    error = InternalError("internal error; see the server log")
+    error.__cause__ = exc
+    return error
 
 
-async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    body = {"error": {"type": "HTTPError", "message": str(exc.detail)}}
-    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+async def _handle(request: Request, exc: Exception) -> JSONResponse:
+    error = as_visiongate_error(exc)
+    if isinstance(error, RouteNotFound | MethodNotAllowed):
+        error.message = f"{error.message}: {request.method} {request.url.path}"
+    if isinstance(error, InternalError) and error.__cause__ is not None:
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error.__cause__)
+    else:
+        log_error(request.method, request.url.path, error)
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None and isinstance(error, (ServiceUnavailable, DeadlineExceeded)):
+        metrics.rejected.labels(error.type).inc()
+    headers = getattr(exc, "headers", None) if isinstance(exc, StarletteHTTPException) else None
+    return error_response(error, protocol_of(request.url.path), headers)
 
 
-async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    body = {"error": {"type": "InternalError", "message": "internal error; see the server log"}}
-    return JSONResponse(body, status_code=500)
+class CatchAllMiddleware:
+    """Answers an unexpected exception with the protocol's JSON 500 *without* re-raising it.
+
+    Starlette's own last-resort handler re-raises after answering, and uvicorn then closes the
+    keep-alive connection without ``Connection: close``: a pooled client's next request is reset.
+    Installed innermost, this answers first and keeps the connection usable.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            if started:
+                raise
+            error = as_visiongate_error(exc)
+            if isinstance(error, InternalError):
+                logger.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+            else:
+                log_error(str(scope.get("method")), str(scope.get("path")), error)
+            await error_response(error, protocol_of(scope["path"]))(scope, receive, send)
 
 
 def drop_validation_422(app: FastAPI) -> None:
@@ -186,11 +331,9 @@ def drop_validation_422(app: FastAPI) -> None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """The one place errors become HTTP. Starlette finds the handler by the exception's MRO."""
-    app.add_exception_handler(VisionGateError, _handle_visiongate)
-    app.add_exception_handler(RequestValidationError, _handle_validation)
-    app.add_exception_handler(StarletteHTTPException, _handle_http)
-    app.add_exception_handler(Exception, _handle_unexpected)
+    """The one place errors become HTTP, in the shape of the route's protocol."""
+    for cls in (VisionGateError, RequestValidationError, StarletteHTTPException, ClientDisconnect, Exception):
+        app.add_exception_handler(cls, _handle)
     drop_validation_422(app)
 
 

@@ -16,14 +16,16 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .backends.base import Backend
-from .errors import (BackendError, BackendUnavailable, ImageTooLarge, InvalidArgument, InvalidImage, OutputTooLarge,
-                     VisionGateError, WrongTask)
+from .backends.base import Backend, Job, Tensors, concat_outputs
+from .tensors import check_inputs
+from .errors import (BackendError, BackendUnavailable, ImageTooLarge, InvalidArgument, InvalidImage,
+                     NonFiniteOutput, OutputTooLarge, VisionGateError, WrongTask)
 from .repository import ModelSpec, Task
 from .schemas import ClassifyResult, ClassScore, Detection, DetectResult, ImageSize
 from .settings import Settings
 from .vision import decode as vdecode
 from .vision import detection as vdet
+from .vision import heads as vheads
 from .vision import tiles as vtiles
 from .vision.draw import draw_detections
 from .vision.encode import ImageFormat, encode
@@ -41,6 +43,17 @@ class Prepared:
     tensor: np.ndarray
     placement: Placement
     decoded: vdecode.DecodedImage
+
+
+@contextlib.contextmanager
+def output_errors(spec: ModelSpec) -> Iterator[None]:
+    """Outputs the post-processing cannot read (an extra axis, a missing tensor) are the model's
+    fault: a 502 naming the model, never a 500."""
+    try:
+        yield
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        raise BackendError(f"model {spec.name!r} answered outputs its {spec.task} post-processing cannot "
+                           f"read: {exc}") from exc
 
 
 @contextlib.contextmanager
@@ -63,7 +76,8 @@ def decode_image(data: bytes, settings: Settings, spec: ModelSpec | None = None,
         cfg = spec.preprocess
         limit = partial(shrink_limit, cfg)
     with image_errors(settings):
-        return vdecode.decode(data, settings.max_image_pixels, shrink_limit=limit, keep_alpha=keep_alpha)
+        return vdecode.decode(data, settings.max_image_pixels, shrink_limit=limit, keep_alpha=keep_alpha,
+                              formats=settings.decode_formats)
 
 
 def prepare(data: bytes, spec: ModelSpec, settings: Settings) -> Prepared:
@@ -82,7 +96,11 @@ def prepare_full(data: bytes, spec: ModelSpec, settings: Settings) -> Prepared:
 def image_size(data: bytes, settings: Settings) -> tuple[int, int]:
     """(width, height) from the header alone, with the gateway's limits and errors."""
     with image_errors(settings):
-        return vdecode.open_image(data, settings.max_image_pixels).size
+        return vdecode.open_image(data, settings.max_image_pixels, formats=settings.decode_formats).size
+
+
+def _head(spec: ModelSpec) -> str:
+    return spec.head or "visiongate"
 
 
 @dataclass(frozen=True)
@@ -114,14 +132,10 @@ class SuperResolved:
 
     pixels: np.ndarray
     model: str
-    version: int | None
+    version: int
     scale: int
     input_size: tuple[int, int]  # (width, height)
     tiles: int
-
-
-def _version_used(spec: ModelSpec, version: int | None) -> int | None:
-    return version if version is not None else (max(spec.versions) if spec.versions else None)
 
 
 class InferenceService:
@@ -144,65 +158,75 @@ class InferenceService:
         return spec
 
     def default_model(self, task: Task) -> str:
+        """The model a task uses when the caller names none: the setting's, else the first by name."""
         names = sorted(m.name for m in self.backend.models() if m.task == task)
+        chosen = self.settings.default_models.get(task)
+        if chosen is not None:
+            return chosen
         if not names:
             if not self.backend.ready():
                 raise BackendUnavailable("the backend is not ready; no model to choose yet", retry_after_s=2)
             raise WrongTask(f"no loaded model does {task}", models=[])
         return names[0]
 
+    def _job(self, data: bytes, spec: ModelSpec, out: list[Prepared], full: bool = False) -> Job:
+        """One image's decode + preprocess, run where the backend chooses; keeps the placement."""
+
+        def job() -> Tensors:
+            p = (prepare_full if full else prepare)(data, spec, self.settings)
+            out.append(p)
+            return {spec.input.name: p.tensor[None]}
+
+        return job
+
+    async def prepare_and_run(self, spec: ModelSpec, images: list[bytes], version: int | None,
+                              full: bool = False) -> tuple[list[Prepared], Tensors, int]:
+        """Admit ``images`` as one request (all or none), decode, preprocess and run them.
+
+        Returns the prepared images, the outputs with the batch axis in image order, and the
+        version that answered. Where decoding runs is the backend's choice (``infer_prepared``):
+        the embedded runtime decodes on its inference threads, one decode+run sequence per core.
+        """
+        with self.backend.admit(spec.name, version, len(images)) as ticket:
+            if self.settings.decode_on_inference_threads or len(images) == 1:
+                holders: list[list[Prepared]] = [[] for _ in images]
+                outs = await self.backend.infer_prepared(
+                    ticket, [self._job(d, spec, holders[i], full) for i, d in enumerate(images)])
+                prepared = [h[0] for h in holders]
+                return prepared, concat_outputs(outs), ticket.version
+            prepared = await self.prepare_many(images, spec)
+            batch = np.stack([p.tensor for p in prepared])
+            return prepared, await self.backend.infer(ticket, {spec.input.name: batch}), ticket.version
+
     async def prepare_many(self, images: list[bytes], spec: ModelSpec) -> list[Prepared]:
-        admit = getattr(self.backend, "admit", None)
-        if admit is not None:  # refuse an overloaded model's work before paying for the decode
-            admit(spec.name, len(images))
         loop = asyncio.get_running_loop()
-        if len(images) == 1:
-            return [await loop.run_in_executor(self.executor, prepare, images[0], spec, self.settings)]
         return list(await asyncio.gather(*(
             loop.run_in_executor(self.executor, prepare, data, spec, self.settings) for data in images
         )))
 
-    async def prepare_and_run(self, spec: ModelSpec, images: list[bytes],
-                              version: int | None) -> tuple[list[Prepared], dict[str, np.ndarray]]:
-        """Decode, preprocess and run ``images``; outputs with the batch axis in image order.
-
-        On the embedded runtime (a backend with ``infer_each``) and a model of fixed input size,
-        decoding runs on the inference threads themselves, right before each batch: one
-        decode+infer sequence per core, as in the in-process ceiling, instead of a decode pool
-        competing with the model for the same cores. Elsewhere (Triton) the decode pool prepares
-        tensors and the backend batches them.
-        """
-        each = getattr(self.backend, "infer_each", None)
-        if each is None or not self.settings.decode_on_inference_threads or spec.preprocess.input_size is None:
-            prepared = await self.prepare_many(images, spec)
-            return prepared, await self.run(spec, [p.tensor for p in prepared], version)
-        holders: list[Prepared | None] = [None] * len(images)
-
-        def make(i: int, data: bytes) -> Callable[[], dict[str, np.ndarray]]:
-            def run() -> dict[str, np.ndarray]:
-                holders[i] = p = prepare(data, spec, self.settings)
-                return {spec.input.name: p.tensor[None]}
-            return run
-
-        outs = await each(spec.name, [make(i, d) for i, d in enumerate(images)], version)
-        outputs = outs[0] if len(outs) == 1 else {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-        return [p for p in holders if p is not None], outputs
-
-    async def run(self, spec: ModelSpec, tensors: list[np.ndarray],
-                  version: int | None) -> dict[str, np.ndarray]:
-        batch = tensors[0][None] if len(tensors) == 1 else np.stack(tensors)
-        return await self.backend.infer(spec.name, {spec.input.name: batch}, version)
+    async def infer_tensors(self, model: str, version: int | None, inputs: Tensors) -> tuple[ModelSpec, int, Tensors]:
+        """Caller-made tensors (the OIP's infer): checked against the model as Triton checks them,
+        admitted as one request (its batch), run. Returns the spec, the version used and the outputs."""
+        spec = self.backend.describe(model)
+        items = check_inputs(spec, inputs)
+        if spec.task == "super_resolve":
+            self._check_sr_output(spec, inputs[spec.input.name])
+        with self.backend.admit(spec.name, version, items) as ticket:
+            return spec, ticket.version, await self.backend.infer(ticket, inputs)
 
     async def classify(self, images: list[bytes], model: str | None = None, top: int = 5,
                        version: int | None = None) -> list[ClassifyResult]:
         if not 1 <= top <= self.settings.max_top_k:
             raise InvalidArgument(f"top_k must be between 1 and {self.settings.max_top_k}, got {top}")
         spec = self.model_for(model or self.default_model("classify"), "classify")
-        _, outputs = await self.prepare_and_run(spec, images, version)
-        logits = outputs[spec.outputs[0].name]
+        _, outputs, version_used = await self.prepare_and_run(spec, images, version)
+        with output_errors(spec):
+            logits = outputs[spec.outputs[0].name].reshape(len(images), -1)
+        if not np.isfinite(logits).all():
+            raise NonFiniteOutput(f"model {spec.name!r} answered NaN or infinite scores; it is broken or was "
+                                  f"given input it was not trained for")
         probs = softmax(logits) if spec.param("output_activation", "softmax") == "softmax" else logits
-        labels = spec.labels or ()
-        version_used = version if version is not None else (max(spec.versions) if spec.versions else None)
+        labels = spec.labels_for(version_used) or ()
         results = []
         for row in probs:
             preds = [ClassScore(label=labels[i] if i < len(labels) else str(i), class_id=i, score=s)
@@ -233,7 +257,8 @@ class InferenceService:
                                   f"got {options.box_format!r}")
         classes = None
         if options.classes is not None and options.classes.strip():
-            num_classes = spec.outputs[-1].dims[-1] if spec.outputs[-1].dims else len(spec.labels or ())
+            num_classes = vheads.num_classes(_head(spec), {o.name: o.dims for o in spec.outputs}) \
+                or len(spec.labels or ())
             try:
                 classes = vdet.parse_classes(options.classes, spec.labels, int(num_classes))
             except ValueError as exc:
@@ -242,29 +267,31 @@ class InferenceService:
 
     def _detections(self, spec: ModelSpec, prepared: list[Prepared], outputs: dict[str, np.ndarray],
                     params: _DetectParams) -> list[vdet.Detections]:
-        """Detections per image, boxes xyxy in original (EXIF-upright) pixels."""
-        names = [o.name for o in spec.outputs]
-        boxes = outputs["boxes"] if "boxes" in outputs else outputs[names[0]]
-        scores = outputs["scores"] if "scores" in outputs else outputs[names[1]]
-        found = []
-        for k, p in enumerate(prepared):
-            d = vdet.select(boxes[k], scores[k], score_threshold=params.score_threshold,
-                            iou_threshold=params.iou_threshold, max_detections=params.max_detections,
-                            classes=params.classes)
-            found.append(vdet.Detections(p.placement.to_original(d.boxes), d.scores, d.class_ids))
-        return found
+        """Detections per image, boxes xyxy in original (EXIF-upright) pixels, decoded by the
+        model's head (``parameters.head``: visiongate, torchvision, yolov5, yolov8, end2end, detr)."""
+        size = spec.preprocess.input_size
+        h, w = size if size is not None else prepared[0].tensor.shape[:2]
+        options = vheads.HeadOptions(score_threshold=params.score_threshold, iou_threshold=params.iou_threshold,
+                                     max_detections=params.max_detections, classes=params.classes)
+        ordered = {o.name: outputs[o.name] for o in spec.outputs if o.name in outputs}
+        try:
+            found = vheads.decode(_head(spec), ordered, options, input_size=(int(w), int(h)), images=len(prepared))
+        except ValueError as exc:  # OutputLayoutError: the model does not answer in its head's layout
+            raise BackendError(f"model {spec.name!r}: {exc}") from exc
+        return [vdet.Detections(p.placement.to_original(d.boxes), d.scores, d.class_ids)
+                for p, d in zip(prepared, found, strict=True)]
 
     def _detect_result(self, spec: ModelSpec, prepared: Prepared, found: vdet.Detections,
-                       box_format: vdet.BoxFormat, version: int | None) -> DetectResult:
+                       box_format: vdet.BoxFormat, version: int) -> DetectResult:
         size = prepared.placement.original_size
         boxes = vdet.convert_boxes(found.boxes, box_format, size)
-        labels = spec.labels or ()
+        labels = spec.labels_for(version) or ()
         detections = [
             Detection(label=labels[c] if c < len(labels) else str(c), class_id=c, score=s,
                       box=[round(v, 6 if box_format == "normalized" else 2) for v in box])
             for box, c, s in zip(boxes.tolist(), found.class_ids.tolist(), found.scores.tolist(), strict=True)
         ]
-        return DetectResult(model=spec.name, version=_version_used(spec, version),
+        return DetectResult(model=spec.name, version=version,
                             image=ImageSize(width=size[0], height=size[1]), box_format=box_format,
                             detections=detections)
 
@@ -273,9 +300,9 @@ class InferenceService:
         """One ``DetectResult`` per image, boxes in the caller's original (upright) pixels."""
         spec = self.model_for(model or self.default_model("detect"), "detect")
         params = self._detect_params(spec, options)
-        prepared, outputs = await self.prepare_and_run(spec, images, version)
+        prepared, outputs, used = await self.prepare_and_run(spec, images, version)
         found = self._detections(spec, prepared, outputs, params)
-        return [self._detect_result(spec, p, d, options.box_format, version)
+        return [self._detect_result(spec, p, d, options.box_format, used)
                 for p, d in zip(prepared, found, strict=True)]
 
     async def detect_annotated(self, image: bytes, model: str | None = None,
@@ -286,18 +313,28 @@ class InferenceService:
         spec = self.model_for(model or self.default_model("detect"), "detect")
         params = self._detect_params(spec, options)
         loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(self.executor, prepare_full, image, spec, self.settings)
-        outputs = await self.run(spec, [prepared.tensor], version)
+        (prepared,), outputs, used = await self.prepare_and_run(spec, [image], version, full=True)
         (found,) = self._detections(spec, [prepared], outputs, params)
-        result = self._detect_result(spec, prepared, found, options.box_format, version)
+        result = self._detect_result(spec, prepared, found, options.box_format, used)
 
         def render() -> bytes:
-            drawn = draw_detections(prepared.decoded.rgb, found.boxes, found.class_ids, found.scores, spec.labels)
+            drawn = draw_detections(prepared.decoded.rgb, found.boxes, found.class_ids, found.scores, spec.labels_for(used))
             return encode(drawn, image_format)
 
         return result, await loop.run_in_executor(self.executor, render)
 
     # --- super-resolution --------------------------------------------------------------------
+
+    def _check_sr_output(self, spec: ModelSpec, batch: np.ndarray) -> None:
+        """Caller-made SR tensors obey the same output limit as images (``[N,] H, W, C``)."""
+        scale = spec.int_param("scale", 2)
+        h, w = batch.shape[-3:-1] if batch.ndim >= 3 else (1, 1)
+        n = batch.shape[0] if spec.max_batch_size > 0 and batch.ndim == 4 else 1
+        pixels = int(n) * int(h) * int(w) * scale * scale
+        limit = self.settings.max_output_pixels
+        if pixels > limit:
+            raise OutputTooLarge(f"{n} tensor(s) of {w}x{h} upscaled x{scale} would be {pixels} output pixels; "
+                                 f"the limit is {limit} (VISIONGATE_MAX_OUTPUT_PIXELS)", limit=limit)
 
     def _tiling(self, spec: ModelSpec) -> tuple[int, int]:
         tile = self.settings.sr_tile_size or spec.int_param("tile_size", 0)
@@ -332,8 +369,10 @@ class InferenceService:
             plan = vtiles.plan_tiles(h, w, tile, overlap)
             return decoded, plan, vtiles.cut(decoded.rgb, plan)
 
-        decoded, plan, batch = await loop.run_in_executor(self.executor, cut)
-        outputs = await self.backend.infer(spec.name, {spec.input.name: batch}, version)
+        tiles = vtiles.plan_tiles(height, width, tile, overlap).count
+        with self.backend.admit(spec.name, version, tiles) as ticket:
+            decoded, plan, batch = await loop.run_in_executor(self.executor, cut)
+            outputs = await self.backend.infer(ticket, {spec.input.name: batch})
         out = outputs[spec.outputs[0].name]
         expected = (plan.count, plan.tile_h * scale, plan.tile_w * scale, 3)
         if tuple(out.shape) != expected:
@@ -346,5 +385,5 @@ class InferenceService:
             return vtiles.attach_alpha(rgb, alpha)
 
         pixels = await loop.run_in_executor(self.executor, finish)
-        return SuperResolved(pixels, spec.name, _version_used(spec, version), scale,
+        return SuperResolved(pixels, spec.name, ticket.version, scale,
                              (decoded.rgb.shape[1], decoded.rgb.shape[0]), plan.count)

@@ -33,7 +33,7 @@ def _load_malloc_trim() -> Callable[[int], int] | None:
     except (OSError, AttributeError):  # musl, macOS: no malloc_trim
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim  # type: ignore[no-any-return]
+    return trim
 
 
 _malloc_trim = _load_malloc_trim()

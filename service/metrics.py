@@ -16,14 +16,12 @@ class Metrics:
                                  ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("visiongate_batch_size", "items per inference batch", ["model"],
                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
-        self.in_flight = Gauge("visiongate_in_flight_requests", "requests being served",
+        # set by the admission middleware, the one owner of that count
+        self.in_flight = Gauge("visiongate_in_flight_requests", "inference requests being served",
                                registry=self.registry)
         self.rejected = Counter("visiongate_rejected", "requests refused by overload protection or "
                                 "deadlines, by error type (Overloaded, BackendUnavailable, DeadlineExceeded...)",
                                 ["reason"], registry=self.registry)
-
-        # a plain count for in-process decisions (memory release); the gauge above is for scraping
-        self.open_requests = 0
 
     def observe_batch(self, model: str, size: int) -> None:
         self.batch_size.labels(model).observe(size)

@@ -1,14 +1,28 @@
-"""ASGI middleware: metrics per route, and cheap admission before a request body is read."""
+"""ASGI middleware: metrics per route, and admission, the one owner of "how many are open".
+
+Admission runs before a request body is read. It refuses an inference request with an immediate
+503 + Retry-After when ``limit`` requests are open already, or when the model it is for (named
+from the path and query by the application's own routes, see ``api/routing.py``) would refuse
+it now (``Backend.refusal``). The model's own admission (``Backend.admit``, all of a request's
+images or none) still decides later what gets past; this only answers earlier, so a flood costs
+almost nothing per refused request. Health, metrics and model listing are never refused.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import Overloaded, VisionGateError, error_response
+from .api.routing import RouteTable
+from .disconnects import CLIENT_CLOSED_KEY
+from .errors import Overloaded, VisionGateError, error_response, protocol_of
 from .metrics import Metrics
+
+#: the status counted for a request whose client went away before it was answered (as nginx does)
+CLIENT_CLOSED = 499
 
 
 class MetricsMiddleware:
@@ -31,66 +45,86 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        self.metrics.in_flight.inc()
-        self.metrics.open_requests += 1
         try:
             await self.app(scope, receive, send_wrapper)
+        except (asyncio.CancelledError, OSError):
+            status = CLIENT_CLOSED
+            raise
         finally:
-            self.metrics.in_flight.dec()
-            self.metrics.open_requests -= 1
+            if scope.get(CLIENT_CLOSED_KEY):
+                status = CLIENT_CLOSED
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             self.metrics.requests.labels(path, str(status)).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
 
 
-def _is_inference(path: str) -> bool:
-    return (path.startswith("/v1/") and not path.startswith("/v1/models")) or path.endswith("/infer")
+class OpenRequests:
+    """The one count of inference requests being served, kept by ``AdmissionMiddleware`` and read
+    by the metrics gauge and the memory releaser."""
+
+    def __init__(self) -> None:
+        self.count = 0
 
 
 class AdmissionMiddleware:
-    """Refuses an inference request with an immediate 503 + Retry-After when ``limit`` requests
-    are open already (0 = no limit), or when ``early`` says its model's queue would refuse it.
+    """Admission before the body is read."""
 
-    This runs before the body is read or decoded, so a flood costs almost nothing per refused
-    request and memory stays bounded; the per-model queues (backends/batcher.py) still refuse on
-    their time estimate what gets past. Health, metrics and model listing are never refused.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int, metrics: Metrics | None = None,
-                 early: Callable[[Scope], VisionGateError | None] | None = None,
+    def __init__(self, app: ASGIApp, limit: int, metrics: Metrics, open_requests: OpenRequests,
                  drain_limit: int = 20 * 2**20) -> None:
         self.app = app
-        self.drain_limit = drain_limit
         self.limit = limit
         self.metrics = metrics
-        self.early = early  # e.g. shedding.early_refusal: the request's model is already overloaded
-        self.open = 0
+        self.drain_limit = drain_limit
+        self.open = open_requests
+        self._routes: RouteTable | None = None
+
+    def _table(self, scope: Scope) -> RouteTable:
+        if self._routes is None:
+            app = scope["app"]
+            self._routes = RouteTable(lambda: app.router.routes)
+        return self._routes
+
+    def _early_refusal(self, scope: Scope, task: str | None, model: str | None) -> Exception | None:
+        service: Any = getattr(scope["app"].state, "service", None)
+        if service is None:
+            return None
+        if model is None:
+            if task is None:
+                return None
+            try:
+                model = service.default_model(task)
+            except VisionGateError:
+                return None  # the normal path answers why
+        return service.backend.refusal(model)  # type: ignore[no-any-return]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _is_inference(scope["path"]):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refused: VisionGateError | None = None
-        if self.limit and self.open >= self.limit:
-            refused = Overloaded(f"{self.open} requests are being served; retry later", retry_after_s=1)
-        elif self.early is not None:
-            refused = self.early(scope)
-            if refused is not None:
-                # read the body (and drop it) so the client's keep-alive connection stays usable:
-                # answering first makes uvicorn close it, and a pooled client then sees a
-                # connection error instead of this 503. Routing, parsing and decoding are still saved.
-                await _discard_body(receive, self.drain_limit)
-        if refused is not None:
-            if self.metrics is not None:
-                self.metrics.rejected.labels(type(refused).__name__).inc()
-            await error_response(refused)(scope, receive, send)
+        target = self._table(scope).target(scope)
+        if target is None:
+            await self.app(scope, receive, send)
             return
-        self.open += 1
+        refused: Exception | None = None
+        if self.limit and self.open.count >= self.limit:
+            refused = Overloaded(f"{self.open.count} requests are being served; retry later", retry_after_s=1)
+        else:
+            refused = self._early_refusal(scope, target.task, target.model)
+        if refused is not None:
+            # read the body (and drop it) so the client's keep-alive connection stays usable:
+            # answering first makes uvicorn close it, and a pooled client then sees a
+            # connection error instead of this 503. Routing, parsing and decoding are still saved.
+            await _discard_body(receive, self.drain_limit)
+            assert isinstance(refused, VisionGateError)
+            self.metrics.rejected.labels(refused.type).inc()
+            await error_response(refused, protocol_of(scope["path"]))(scope, receive, send)
+            return
+        self.open.count += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.open -= 1
+            self.open.count -= 1
 
 
 async def _discard_body(receive: Receive, limit: int) -> None:

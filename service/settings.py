@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,11 +49,28 @@ class Settings(BaseSettings):
 
     # where models come from
     repository: Path = Field(Path("model_repository"), description="Triton model repository to serve")
-    backend: Literal["onnxruntime", "triton"] = "onnxruntime"
+    backend: Literal["onnxruntime", "triton", "fake"] = Field(
+        "onnxruntime", description="'fake' serves FakeBackend's deterministic models (no model files): "
+        "for testing clients and deployments, never for answers")
     triton_url: str = "127.0.0.1:8001"
     triton_protocol: Literal["grpc", "http"] = "grpc"
     triton_timeout_s: float = Field(30.0, gt=0, description="per-request timeout towards Triton")
     triton_poll_interval_s: float = Field(2.0, gt=0, description="how often readiness re-checks Triton")
+
+    fake_item_delay_s: float = Field(0.0, ge=0, description="backend 'fake': seconds each item costs, to "
+                                     "put the queues under load in tests")
+
+    # model lifecycle (Triton's model control modes)
+    model_control: Literal["none", "poll", "explicit"] = Field(
+        "none", description="'poll' reloads models whose folder changed, every model_poll_interval_s; "
+        "'explicit' adds POST /v2/repository/models/{m}/load and /unload (admin)")
+    model_poll_interval_s: float = Field(15.0, gt=0, description="poll mode: how often the repository is read")
+    readiness: Literal["all", "any"] = Field(
+        "all", description="'all': ready only when every model in the repository loaded (Triton's default); "
+        "'any': ready when at least one did")
+    default_models: dict[str, str] = Field(
+        default_factory=dict, description='the model a task uses when a request names none, e.g. '
+        '{"classify": "efficientnet_lite0"}; a task left out takes its first model by name')
 
     # HTTP server
     host: str = "127.0.0.1"
@@ -72,7 +89,7 @@ class Settings(BaseSettings):
     # embedded runtime
     # The two below follow the machine unless set: each HTTP worker process gets an equal share of
     # the CPUs. Measured on 2 cores: one single-threaded onnxruntime caller per core beats batching
-    # and beats one caller with intra_op=2 (notes/performance.md).
+    # and beats one caller with intra_op=2 (README, "Performance").
     inference_workers: int = Field(1, ge=1, description="concurrent onnxruntime callers per model and "
                                    "HTTP worker; default: usable CPUs / http_workers, at most 8")
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads inside one call")
@@ -113,6 +130,22 @@ class Settings(BaseSettings):
     url_fetch_allowlist: list[str] = Field(default_factory=list, description="allowed hostnames")
     url_fetch_timeout_s: float = Field(5.0, gt=0)
 
+    # --- model config ---
+    default_max_batch_size: int = Field(4, ge=1, description="max_batch_size given to a model whose "
+                                        "config does not say and whose ONNX graph has a dynamic batch axis "
+                                        "(Triton's auto-complete default)")
+
+    # --- grpc ---
+    grpc_port: int = Field(8081, ge=0, le=65535, description="the Open Inference Protocol over gRPC "
+                           "(KServe v2 / Triton's inference.GRPCInferenceService) on host:grpc_port; 0 = off")
+    grpc_max_message_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest gRPC message taken or "
+                                        "sent (RESOURCE_EXHAUSTED past it)")
+
+    # --- segmentation ---
+    max_mask_pixels: int = Field(16_000_000, gt=0, description="413 when a segmentation answer would hold more "
+                                 "mask pixels than this (image width x height, times 1 + the classes when "
+                                 "probability maps are asked for)")
+
     @model_validator(mode="after")
     def _share_cpus_between_workers(self) -> Settings:
         share = max(1, usable_cpus() // self.http_workers)
@@ -121,3 +154,26 @@ class Settings(BaseSettings):
         if "solo_intra_op_threads" not in self.model_fields_set:
             self.solo_intra_op_threads = share
         return self
+
+    # --- hostile input and connections (issue 17) ---
+    decode_formats: list[str] = Field(
+        default_factory=lambda: ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"],
+        description="image formats the gateway decodes (Pillow names); every other Pillow decoder stays "
+                    "unreachable (EPS would run Ghostscript)")
+    max_json_depth: int = Field(64, ge=2, le=500, description="JSON request bodies nested deeper are a 400")
+    header_timeout_s: float = Field(60.0, gt=0, description="a connection whose request headers are not "
+                                    "complete this long after its first byte is closed (slowloris)")
+    idle_timeout_s: float = Field(5.0, gt=0, description="a connection that sends nothing this long, "
+                                  "before its first request or between keep-alive requests, is closed")
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="request line + headers; past it 431 "
+                                  "and the connection is closed")
+    max_connections: int = Field(1000, ge=1, description="open connections; past it the oldest idle or "
+                                 "still-sending-headers one is closed, and if none is, only health probes "
+                                 "are answered on the new one (JSON 503 + Retry-After otherwise)")
+
+    @field_validator("decode_formats")
+    @classmethod
+    def _format_names(cls, formats: list[str]) -> list[str]:
+        if not formats:
+            raise ValueError("name at least one image format")
+        return [f.strip().upper() for f in formats]

@@ -19,6 +19,8 @@ from support import GatewayProcess, encode, photo, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = ("efficientnet_lite0", "yolov3_tiny", "waifu2x_x2")
+#: exported by `visiongate export --defaults` when npm can fetch its weights
+OPTIONAL_MODELS = ("selfie_segmentation",)
 
 
 def _has_gpu() -> bool:
@@ -41,6 +43,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU (none on this machine)"))
 
 
+@pytest.fixture(autouse=True)
+def _no_grpc_port_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apps built in a test process start no gRPC server unless the test sets a port itself."""
+    if "VISIONGATE_GRPC_PORT" not in os.environ:
+        monkeypatch.setenv("VISIONGATE_GRPC_PORT", "0")
+
+
 @pytest.fixture(scope="session")
 def repository() -> Path:
     """The project's model repository with the default models exported (exports them if missing)."""
@@ -48,7 +57,8 @@ def repository() -> Path:
     missing = [m for m in DEFAULT_MODELS if not (repo / m / "config.pbtxt").is_file()]
     if missing:
         if importlib.util.find_spec("torch") is None:
-            pytest.fail(f"{repo} lacks {missing}; run `visiongate export --defaults` (needs the export extra)")
+            pytest.skip(f"end-to-end test on real models: {repo} lacks {missing}; run "
+                        "`visiongate export --defaults` (needs the export extra)")
         subprocess.run([sys.executable, "-m", "service.cli", "export", "--missing-only", "--no-progress",
                         "--repository", str(repo), *missing], check=True)
     return repo
@@ -68,6 +78,18 @@ def coffee_jpeg() -> bytes:
 def gateway(repository: Path) -> Iterator[str]:
     """Base URL of a real gateway (uvicorn, httptools) serving the default models."""
     server = GatewayProcess(repository)
+    try:
+        wait_ready(server.url)
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a real gateway process serving ``FakeBackend``'s deterministic models: for tests
+    of HTTP behaviour (errors, limits, admission, deadlines) that need no model files or torch."""
+    server = GatewayProcess(tmp_path_factory.mktemp("empty-repository"), env={"VISIONGATE_BACKEND": "fake"})
     try:
         wait_ready(server.url)
         yield server.url

@@ -7,13 +7,18 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 from PIL import Image
+
+#: the environment of a gateway that serves ``FakeBackend`` (deterministic models, no model files)
+FAKE = {"VISIONGATE_BACKEND": "fake"}
 
 
 def photo(name: str) -> np.ndarray:
@@ -59,23 +64,31 @@ class GatewayProcess:
     def __init__(self, repository: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, "VISIONGATE_LOG_LEVEL": "warning", **(env or {})}
+        # gRPC off unless a test asks for it (VISIONGATE_GRPC_PORT in env): one port per process
+        full_env = {**os.environ, "VISIONGATE_LOG_LEVEL": "warning", "VISIONGATE_GRPC_PORT": "0", **(env or {})}
+        # the log goes to a file: a pipe nobody reads fills up and stalls a chatty gateway
+        self._log = tempfile.TemporaryFile()
+        self._text = ""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--no-export", "--port", str(self.port),
              "--repository", str(repository)],
-            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
         )
 
     def stop(self) -> str:
+        """Stop the gateway (SIGTERM, then SIGKILL after 20 s) and return everything it logged."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        assert self.proc.stdout is not None
-        with self.proc.stdout:
-            return self.proc.stdout.read().decode(errors="replace")
+                self.proc.wait()
+        if not self._log.closed:
+            with self._log:
+                self._log.seek(0)
+                self._text = self._log.read().decode(errors="replace")
+        return self._text
 
 
 def running_gateway(repository: Path, env: dict[str, str] | None = None) -> Iterator[str]:
@@ -86,3 +99,11 @@ def running_gateway(repository: Path, env: dict[str, str] | None = None) -> Iter
         yield server.url
     finally:
         server.stop()
+
+
+async def run_model(backend: Any, model: str, inputs: dict[str, np.ndarray],
+                    version: int | None = None) -> dict[str, np.ndarray]:
+    """One request through a backend's contract: admitted as a whole, then run."""
+    items = int(next(iter(inputs.values())).shape[0])
+    with backend.admit(model, version, items) as ticket:
+        return await backend.infer(ticket, inputs)  # type: ignore[no-any-return]

@@ -14,20 +14,20 @@ def post(gateway: str, body: bytes, timeout_header: str) -> httpx.Response:
                       headers={"content-type": "image/jpeg", "X-Request-Timeout": timeout_header})
 
 
-def test_a_generous_deadline_is_served(gateway: str, chelsea_jpeg: bytes) -> None:
-    r = post(gateway, chelsea_jpeg, "30")
+def test_a_generous_deadline_is_served(fake_gateway: str, chelsea_jpeg: bytes) -> None:
+    r = post(fake_gateway, chelsea_jpeg, "30")
     assert r.status_code == 200, r.text
 
 
-def test_a_deadline_that_passes_before_the_model_is_a_504_not_a_model_run(gateway: str,
+def test_a_deadline_that_passes_before_the_model_is_a_504_not_a_model_run(fake_gateway: str,
                                                                           chelsea_jpeg: bytes) -> None:
-    r = post(gateway, chelsea_jpeg, "0.000001")
+    r = post(fake_gateway, chelsea_jpeg, "0.000001")
     assert r.status_code == 504, r.text
     assert r.json()["error"]["type"] == "DeadlineExceeded"
 
 
-def test_a_malformed_deadline_is_a_400(gateway: str, chelsea_jpeg: bytes) -> None:
-    r = post(gateway, chelsea_jpeg, "soon")
+def test_a_malformed_deadline_is_a_400(fake_gateway: str, chelsea_jpeg: bytes) -> None:
+    r = post(fake_gateway, chelsea_jpeg, "soon")
     assert r.status_code == 400
     assert "X-Request-Timeout" in r.json()["error"]["message"]
 

@@ -11,9 +11,10 @@ from support import GatewayProcess, wait_ready
 
 
 def test_a_flood_past_the_open_request_limit_gets_fast_503s_and_health_still_answers(
-        repository: Path, chelsea_jpeg: bytes) -> None:
-    server = GatewayProcess(repository, env={"VISIONGATE_MAX_OPEN_REQUESTS": "2",
-                                             "VISIONGATE_INFERENCE_WORKERS": "1"})
+        tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    # the fake backend, each image costing 20 ms: the limit is reached, no model files needed
+    server = GatewayProcess(tmp_path, env={"VISIONGATE_BACKEND": "fake", "VISIONGATE_FAKE_ITEM_DELAY_S": "0.02",
+                                           "VISIONGATE_MAX_OPEN_REQUESTS": "2", "VISIONGATE_INFERENCE_WORKERS": "1"})
     try:
         wait_ready(server.url)
 

@@ -1,6 +1,6 @@
 """An overloaded model's requests are refused before their bodies are read.
 
-Against a real gateway process kept busy by real requests: a request that has sent only its
+Against a real gateway process (the fake backend, each image costing 20 ms) kept busy by real requests: a request that has sent only its
 headers (its body never comes) is answered 503 + Retry-After at once, because the admission
 middleware asks the model's queue before reading anything.
 """
@@ -15,41 +15,62 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.backends.onnxruntime import OnnxRuntimeBackend
-from service.inference import InferenceService
+from starlette.routing import Match
+
+from service.api.routing import RouteTable, _flatten
+from service.app import create_app
 from service.settings import Settings
-from service.shedding import model_of
 from support import GatewayProcess, wait_ready
 
-
-@pytest.fixture(scope="module")
-def service(repository: Path) -> InferenceService:
-    settings = Settings(repository=repository, inference_workers=1)
-    backend = OnnxRuntimeBackend(settings)
-    asyncio.run(backend.start())
-    return InferenceService(backend, settings)
+FAKE = {"VISIONGATE_BACKEND": "fake"}
 
 
-@pytest.mark.parametrize("path, query, model", [
-    ("/v1/classify", b"", "efficientnet_lite0"),  # the task's default model
-    ("/v1/classify", b"top_k=3&model=yolov3_tiny", "yolov3_tiny"),  # named (its task is checked later)
-    ("/v1/detect", b"", "yolov3_tiny"),
-    ("/v1/super-resolve", b"", "waifu2x_x2"),
-    ("/v2/models/efficientnet_lite0/infer", b"", "efficientnet_lite0"),
-    ("/v2/models/efficientnet_lite0/versions/1/infer", b"", "efficientnet_lite0"),
-    ("/v1/models", b"", None),
+@pytest.mark.parametrize("method, path, query, task, model, version", [
+    ("POST", "/v1/classify", b"", "classify", None, None),  # the task's default model, chosen later
+    ("POST", "/v1/classify", b"top_k=3&model=yolov3_tiny", "classify", "yolov3_tiny", None),
+    ("POST", "/v1/detect", b"", "detect", None, None),
+    ("POST", "/v1/super-resolve", b"", "super_resolve", None, None),
+    ("POST", "/v2/models/efficientnet_lite0/infer", b"", None, "efficientnet_lite0", None),
+    ("POST", "/v2/models/efficientnet_lite0/versions/2/infer", b"", None, "efficientnet_lite0", 2),
 ])
-def test_the_model_is_named_from_path_and_query_alone(service: InferenceService, path: str, query: bytes,
-                                                      model: str | None) -> None:
-    assert model_of({"path": path, "query_string": query}, service) == model
+def test_the_target_is_named_from_path_and_query_by_the_app_s_own_routes(
+        method: str, path: str, query: bytes, task: str | None, model: str | None, version: int | None) -> None:
+    app = create_app(Settings(backend="fake"))
+    target = RouteTable(lambda: app.router.routes).target(
+        {"type": "http", "method": method, "path": path, "query_string": query})
+    assert target is not None
+    assert (target.task, target.model, target.version) == (task, model, version)
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/v1/models"), ("GET", "/healthz"), ("GET", "/metrics"),
+                                          ("GET", "/v2/models/m"), ("POST", "/v2/repository/index"),
+                                          ("GET", "/v1/classify"), ("POST", "/nowhere")])
+def test_routes_that_run_no_model_are_never_shed(method: str, path: str) -> None:
+    app = create_app(Settings(backend="fake"))
+    assert RouteTable(lambda: app.router.routes).target(
+        {"type": "http", "method": method, "path": path, "query_string": b""}) is None
+
+
+def test_every_post_route_that_runs_a_model_is_known_to_admission() -> None:
+    """A new or renamed inference route is found by admission without any list to update."""
+    app = create_app(Settings(backend="fake"))
+    table = RouteTable(lambda: app.router.routes)
+    runs_a_model = [r for r in _flatten(app.router.routes)
+                    if getattr(r, "path", "").endswith(("/infer", "/classify", "/detect", "/super-resolve"))]
+    assert len(runs_a_model) >= 5
+    for route in runs_a_model:
+        path = route.path.replace("{model}", "m").replace("{version}", "1")  # type: ignore[attr-defined]
+        scope = {"type": "http", "method": "POST", "path": path, "query_string": b""}
+        assert route.matches(scope)[0] == Match.FULL
+        assert table.target(scope) is not None, path
 
 
 def test_an_overloaded_model_refuses_before_the_body_is_parsed_and_keeps_the_connection(
-        repository: Path, chelsea_jpeg: bytes) -> None:
+        tmp_path: Path, chelsea_jpeg: bytes) -> None:
     # a malformed multipart body is normally a 400 from the parser; while the model is over its
     # queue budget the same request is refused first (503), so nothing was parsed
-    server = GatewayProcess(repository, env={"VISIONGATE_INFERENCE_WORKERS": "1",
-                                             "VISIONGATE_MAX_QUEUE_WAIT_S": "0.05"})
+    server = GatewayProcess(tmp_path, env={**FAKE, "VISIONGATE_FAKE_ITEM_DELAY_S": "0.02",
+                                           "VISIONGATE_INFERENCE_WORKERS": "1", "VISIONGATE_MAX_QUEUE_WAIT_S": "0.05"})
     malformed = {"content-type": "multipart/form-data; boundary=xyz"}
     stop = threading.Event()
     try:

@@ -1,14 +1,15 @@
-"""Peer B: plain FastAPI + onnxruntime, one image per request, no batching, multipart 'file'.
-run: MODEL=model.onnx uvicorn server_fastapi:app --host 127.0.0.1 --port PORT --workers 1"""
+"""Peer: plain FastAPI + onnxruntime, one image per request, no batching, multipart ``file``.
+run: PIPELINE=reference|visiongate MODEL=model.onnx uvicorn server_fastapi:app --port PORT --workers 1"""
 import os
 
 import onnxruntime as ort
+import pipelines
 from fastapi import FastAPI, File, UploadFile
-
-from preprocess import preprocess, top5
 
 app = FastAPI()
 sess = ort.InferenceSession(os.environ["MODEL"], providers=["CPUExecutionProvider"])
+INPUT = sess.get_inputs()[0].name
+prepare = pipelines.get()
 
 
 @app.get("/health")
@@ -17,6 +18,6 @@ def health() -> dict:
 
 
 @app.post("/classify")
-async def classify(file: UploadFile = File(...)) -> dict:
-    x = preprocess(await file.read())[None]
-    return top5(sess.run(None, {"image": x})[0][0])
+async def classify(file: UploadFile = File(...)) -> dict:  # noqa: B008 - FastAPI's own idiom
+    x = prepare(await file.read())[None]
+    return pipelines.top5(sess.run(None, {INPUT: x})[0][0])

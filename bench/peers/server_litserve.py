@@ -1,32 +1,33 @@
-"""Peer C: LitServe with batching (max_batch_size 8, batch_timeout 5 ms), multipart 'file'.
-run: MODEL=model.onnx PORT=... python server_litserve.py"""
+"""Peer: LitServe with batching (max_batch_size 8, batch_timeout 5 ms), multipart ``file``.
+run: PIPELINE=reference|visiongate MODEL=model.onnx PORT=... python server_litserve.py"""
 import os
 
 import litserve as ls
 import numpy as np
 import onnxruntime as ort
-
-from preprocess import preprocess, top5
+import pipelines
 
 
 class Classifier(ls.LitAPI):
     def setup(self, device):
         self.sess = ort.InferenceSession(os.environ["MODEL"], providers=["CPUExecutionProvider"])
+        self.input = self.sess.get_inputs()[0].name
+        self.prepare = pipelines.get()
 
     def decode_request(self, request):
-        return preprocess(request["file"].file.read())
+        return self.prepare(request["file"].file.read())
 
     def batch(self, inputs):
         return np.stack(inputs)
 
     def predict(self, x):
-        return self.sess.run(None, {"image": x})[0]
+        return self.sess.run(None, {self.input: x})[0]
 
     def unbatch(self, output):
         return list(output)
 
     def encode_response(self, logits):
-        return top5(logits)
+        return pipelines.top5(logits)
 
 
 if __name__ == "__main__":

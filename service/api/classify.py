@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Request
 
 from ..errors import error_responses
 from ..schemas import ClassifyResult
+from .routing import inference_route
 from .deps import ServiceDep, SettingsDep
 from .images import IMAGE_REQUEST_BODY, request_images
 from .responses import json_result
@@ -20,6 +21,7 @@ router = APIRouter(tags=["tasks"])
     openapi_extra={"requestBody": IMAGE_REQUEST_BODY},
     responses=error_responses(400, 404, 413, 415, 503, 504),
 )
+@inference_route("classify")
 async def classify(
     request: Request,
     service: ServiceDep,

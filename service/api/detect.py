@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query, Request, Response
 from ..errors import InvalidArgument, error_responses
 from ..inference import MAX_DETECTIONS, DetectOptions
 from ..schemas import DetectResult
-from ..vision.encode import MEDIA_TYPES, format_from_accept
+from ..vision.encode import MEDIA_TYPES, ImageFormat, format_from_accept
+from .routing import inference_route
 from .deps import ServiceDep, SettingsDep
 from .images import IMAGE_REQUEST_BODY, request_images
 from .responses import json_result
@@ -28,6 +29,7 @@ router = APIRouter(tags=["tasks"])
     responses={**error_responses(400, 404, 413, 415, 503, 504),
                200: {"content": {"image/png": {}, "image/jpeg": {}}}},
 )
+@inference_route("detect")
 async def detect(
     request: Request,
     service: ServiceDep,
@@ -47,10 +49,10 @@ async def detect(
     if annotated or image_format is not None:
         if len(images) > 1:
             raise InvalidArgument("an annotated answer holds one image; send one image or ask for JSON")
-        fmt = "jpeg" if image_format == "jpeg" else "png"
+        fmt: ImageFormat = "jpeg" if image_format == "jpeg" else "png"
         result, data = await service.detect_annotated(images[0], model, options, version, fmt)
         headers = {"X-Model": result.model, "X-Model-Version": str(result.version or ""),
                    "X-Detection-Count": str(len(result.detections))}
         return Response(data, media_type=MEDIA_TYPES[fmt], headers=headers)
     results = await service.detect(images, model, options, version)
-    return json_result(images, results)  # type: ignore[return-value]
+    return json_result(images, results)

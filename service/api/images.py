@@ -14,10 +14,11 @@ then (``one_or_many``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import asyncio
 import base64
 import binascii
-import json
 from typing import Any, TypeVar
 
 from starlette.datastructures import UploadFile
@@ -26,9 +27,10 @@ from starlette.types import Message
 
 from ..errors import BodyTooLarge, EmptyBody, InvalidArgument, InvalidImage, UnsupportedMediaType
 from ..settings import Settings
-from .streams import read_limited
 from .fetch import fetch_image
-from .multipart import single_file
+from .json_body import load_json
+from .multipart import single_file, without_preamble
+from .streams import read_limited
 
 T = TypeVar("T")
 
@@ -49,31 +51,38 @@ def one_or_many(images: list[bytes], results: list[T]) -> T | list[T]:
 IMAGE_FIELDS = ("file", "files", "image", "images")
 RAW_TYPES = ("image/", "application/octet-stream")
 
-#: OpenAPI description of the request body every image endpoint accepts
+_BASE64 = {"type": "string", "format": "byte", "description": "base64 (a data: URL allowed)"}
+_URL = {"type": "string", "format": "uri", "description": "fetched only from hosts on the gateway's allowlist"}
+_BINARY = {"type": "string", "format": "binary"}
+
+
+def _one_key(key: str, schema: Mapping[str, object]) -> dict[str, object]:
+    return {"type": "object", "title": key, "required": [key], "properties": {key: schema}}
+
+
+#: OpenAPI description of the request body every image endpoint accepts; the limits that depend on
+#: settings (list lengths, body size) are filled in by ``schemas.document_limits``
 IMAGE_REQUEST_BODY = {
     "required": True,
     "content": {
-        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-        "image/png": {"schema": {"type": "string", "format": "binary"}},
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        "image/jpeg": {"schema": _BINARY},
+        "image/png": {"schema": _BINARY},
+        "application/octet-stream": {"schema": _BINARY},
         "application/json": {
             "schema": {
-                "type": "object",
-                "description": "exactly one of the keys",
-                "properties": {
-                    "image": {"type": "string", "format": "byte", "description": "base64 (data: URL allowed)"},
-                    "images": {"type": "array", "items": {"type": "string", "format": "byte"}},
-                    "url": {"type": "string", "format": "uri",
-                            "description": "fetched only from hosts on the gateway's allowlist"},
-                    "urls": {"type": "array", "items": {"type": "string", "format": "uri"}},
-                },
+                "description": "exactly one of the keys image, images, url, urls",
+                "oneOf": [
+                    _one_key("image", _BASE64),
+                    _one_key("images", {"type": "array", "items": _BASE64, "minItems": 1}),
+                    _one_key("url", _URL),
+                    _one_key("urls", {"type": "array", "items": _URL, "minItems": 1}),
+                ],
             }
         },
         "multipart/form-data": {
             "schema": {
                 "type": "object",
-                "properties": {"file": {"type": "string", "format": "binary",
-                                        "description": "the image; repeat the field for several"}},
+                "properties": {"file": {**_BINARY, "description": "the image; repeat the field for several"}},
                 "required": ["file"],
             }
         },
@@ -86,9 +95,11 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def _multipart_images(request: Request, body: bytes, settings: Settings) -> list[bytes]:
-    one = single_file(body, request.headers.get("content-type", ""), IMAGE_FIELDS)
+    content_type = request.headers.get("content-type", "")
+    one = single_file(body, content_type, IMAGE_FIELDS)
     if one is not None:
         return [one]
+    body = without_preamble(body, content_type)
     sent = False
 
     async def receive() -> Message:
@@ -133,10 +144,7 @@ def _b64(text: Any, where: str, limit: int) -> bytes:
 
 
 async def _json_images(body: bytes, settings: Settings) -> ImageList:
-    try:
-        doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"the JSON body cannot be parsed: {exc}") from exc
+    doc = load_json(body, settings.max_json_depth)
     keys = sorted(set(doc) & {"image", "images", "url", "urls"}) if isinstance(doc, dict) else []
     if len(keys) != 1:
         raise InvalidArgument('the JSON body needs exactly one of "image", "images" (base64) or '

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from fastapi import APIRouter
 
 from ..errors import error_responses
 from ..repository import ModelSpec
-from ..schemas import ModelInfo, ModelList
+from ..backends.base import resolve_version
+from ..proof_report import read_proof
+from ..schemas import ModelInfo, ModelList, UnavailableModel
 from .deps import ServiceDep, SettingsDep
 
 router = APIRouter(tags=["models"])
@@ -21,25 +22,26 @@ def model_info(spec: ModelSpec, parity: dict[str, object] | None = None) -> Mode
         name=spec.name, task=spec.task, platform=spec.platform, versions=list(spec.versions),
         input_size=list(size) if size else None, max_batch_size=spec.max_batch_size,
         labels=len(spec.labels) if spec.labels else None, parameters=spec.parameters, parity=parity,
+        inferred=dict(spec.inferred), warnings=list(spec.warnings),
     )
 
 
 def parity_report(repository: Path, spec: ModelSpec) -> dict[str, object] | None:
-    """The export's proof for the newest version, when the gateway can see the repository."""
+    """The export's proof of the newest version (fp32, fp16 or TensorRT report shapes alike), when
+    the gateway can see the repository."""
     if not spec.versions:
         return None
-    path = repository / spec.name / str(max(spec.versions)) / "parity.json"
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return {"passed": report.get("passed"), "task": report.get("task"), **(report.get("metrics") or {})}
+    proof = read_proof(repository / spec.name / str(resolve_version(spec, None)))
+    return proof.as_dict() if proof is not None else None
 
 
 @router.get("/v1/models", response_model=ModelList, summary="Models being served")
 async def list_models(service: ServiceDep, settings: SettingsDep) -> ModelList:
     specs = sorted(service.backend.models(), key=lambda s: s.name)
-    return ModelList(backend=service.backend.name,
+    ready = {s.name for s in specs}
+    unavailable = [UnavailableModel(name=s.name, state=str(s.state), reason=s.reason)
+                   for s in service.backend.states() if s.name not in ready]
+    return ModelList(backend=service.backend.name, unavailable=unavailable,
                      models=[model_info(s, parity_report(settings.repository, s)) for s in specs])
 
 

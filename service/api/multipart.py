@@ -19,12 +19,31 @@ _NAME = re.compile(rb';\s*name\s*=\s*"([^"\\\r\n]*)"', re.IGNORECASE)
 _ALLOWED_HEADERS = (b"content-disposition", b"content-type")
 
 
-def single_file(body: bytes, content_type: str, fields: tuple[str, ...]) -> bytes | None:
-    """The file's bytes when ``body`` is exactly one part whose field name is in ``fields``."""
+def _delimiter(content_type: str) -> bytes | None:
     m = _BOUNDARY.search(content_type)
-    if m is None:
+    return None if m is None else b"--" + (m.group(1) or m.group(2)).encode("ascii")
+
+
+def without_preamble(body: bytes, content_type: str) -> bytes:
+    """``body`` from its first delimiter on.
+
+    RFC 2046 (5.1.1) lets a preamble precede the first delimiter and says to ignore it; the general
+    parser (python-multipart) refuses a body that does not start with the delimiter instead.
+    """
+    delimiter = _delimiter(content_type)
+    if delimiter is None or body.startswith(delimiter):
+        return body
+    found = body.find(b"\r\n" + delimiter)
+    return body if found < 0 else body[found + 2:]
+
+
+def single_file(body: bytes, content_type: str, fields: tuple[str, ...]) -> bytes | None:
+    """The file's bytes when ``body`` is exactly one part whose field name is in ``fields``
+    (after a preamble, if one is there)."""
+    delimiter = _delimiter(content_type)
+    if delimiter is None:
         return None
-    delimiter = b"--" + (m.group(1) or m.group(2)).encode("ascii")
+    body = without_preamble(body, content_type)
     if not body.startswith(delimiter + b"\r\n"):
         return None
     head_start = len(delimiter) + 2

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from ..errors import InvalidArgument, error_responses
 from ..vision.encode import MEDIA_TYPES, encode, format_from_accept
+from .routing import inference_route
 from .deps import ServiceDep, SettingsDep
 from .images import IMAGE_REQUEST_BODY, request_images
 
@@ -25,6 +26,7 @@ router = APIRouter(tags=["tasks"])
     responses={**error_responses(400, 404, 413, 415, 503, 504),
                200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
 )
+@inference_route("super_resolve")
 async def super_resolve(
     request: Request,
     service: ServiceDep,

@@ -4,61 +4,34 @@ Tensor in, tensor out: ``/v2/models/{m}/infer`` hands the caller's tensors strai
 ``backend.infer`` after checking names, datatypes and shapes against the model's ``ModelSpec``, so a
 ``tritonclient.http`` client written for Triton works unchanged against the gateway. Supported
 extensions: binary tensor data and classification. Errors use the protocol's ``{"error": "<message>"}``
-body (not the task API's richer one); the translation lives in ``OIPRoute``, for this router only.
+body on every ``/v2`` path (``errors.protocol_of``), written by the app's one error mapping.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from .. import __version__
-from ..errors import BodyTooLarge, InvalidArgument, ModelNotFound, ServiceUnavailable, VisionGateError, logger
+from .. import __version__, dataplane, oip
+from ..backends.base import resolve_version
+from ..errors import BodyTooLarge, InvalidArgument
+from ..inference import InferenceService
+from ..model_config import config_from_dict, triton_config_json
 from ..repository import ModelSpec
+from ..settings import Settings
 from . import v2_codec as codec
 from .deps import ServiceDep, SettingsDep
 from .images import read_body
+from .routing import inference_route
 
-EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
-
-
-def oip_error(message: str, status_code: int, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status_code, headers=headers)
+EXTENSIONS = ["binary_tensor_data", "classification", "encoded_images", "model_configuration", "model_repository",
+              "statistics"]
 
 
-class OIPRoute(APIRoute):
-    """A route whose errors come out as ``{"error": "..."}``, as the protocol says."""
-
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except VisionGateError as exc:
-                level = logger.error if exc.status_code >= 500 else logger.info
-                level("%s %s -> %s: %s", request.method, request.url.path, exc.status_code, exc.message)
-                headers = None
-                if isinstance(exc, ServiceUnavailable):
-                    headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
-                return oip_error(exc.message, exc.status_code, headers)
-            except RequestValidationError as exc:
-                where = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
-                                  for e in exc.errors())
-                return oip_error(f"invalid request: {where}", 400)
-
-        return route
-
-
-router = APIRouter(tags=["open inference protocol v2"], route_class=OIPRoute)
+router = APIRouter(tags=["open inference protocol v2"])
 
 _OIP_ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 
@@ -139,37 +112,10 @@ def _tensor_meta(spec: ModelSpec, tensors: tuple[Any, ...]) -> list[TensorMetada
             for t in tensors]
 
 
-def _spec(service: Any, model: str, version: int | None) -> ModelSpec:
-    spec: ModelSpec = service.backend.describe(model)
-    if version is not None and version not in spec.versions:
-        raise ModelNotFound(f"model {model!r} has no version {version}; versions: {list(spec.versions)}")
+def _spec(service: InferenceService, model: str, version: int | None) -> ModelSpec:
+    spec = service.backend.describe(model)
+    resolve_version(spec, version)
     return spec
-
-
-def _check_inputs(spec: ModelSpec, inputs: dict[str, np.ndarray]) -> None:
-    """Names, datatypes and shapes against the model config, as Triton checks them."""
-    expected = {t.name: t for t in spec.inputs}
-    if set(inputs) != set(expected):
-        raise InvalidArgument(f"model {spec.name!r} takes inputs {sorted(expected)}, got {sorted(inputs)}")
-    batch_sizes = set()
-    for name, arr in inputs.items():
-        t = expected[name]
-        want = codec.v2_datatype(t.data_type)
-        got = next((k for k, d in codec.V2_DTYPES.items() if d == arr.dtype), str(arr.dtype))
-        if got != want:
-            raise InvalidArgument(f"input {name!r}: datatype {got} but model {spec.name!r} takes {want}")
-        shape = list(arr.shape)
-        if spec.max_batch_size > 0:
-            if not shape or not 1 <= shape[0] <= spec.max_batch_size:
-                raise InvalidArgument(f"input {name!r}: batch size {shape[0] if shape else None} is not in "
-                                      f"1..{spec.max_batch_size} (max_batch_size of {spec.name!r})")
-            batch_sizes.add(shape[0])
-            shape = shape[1:]
-        if len(shape) != len(t.dims) or any(d != -1 and d != s for d, s in zip(t.dims, shape, strict=True)):
-            full = ([-1] if spec.max_batch_size > 0 else []) + list(t.dims)
-            raise InvalidArgument(f"input {name!r}: shape {list(arr.shape)} does not match {full}")
-    if len(batch_sizes) > 1:
-        raise InvalidArgument(f"inputs disagree on the batch size: {sorted(batch_sizes)}")
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
@@ -190,6 +136,14 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
 @router.get("/v2", response_model=ServerMetadata, summary="Server metadata")
 async def server_metadata() -> ServerMetadata:
     return ServerMetadata(name="visiongate", version=__version__, extensions=EXTENSIONS)
+
+
+# declared before "/v2/models/{model}", which would otherwise take "stats" for a model name
+@router.get("/v2/models/stats", summary="Statistics of every model (statistics extension)",
+            responses=oip_errors(503))
+async def all_stats(service: ServiceDep) -> dict[str, Any]:
+    return dataplane.stats_json(await service.backend.stats())
+
 
 
 @router.get("/v2/health/live", summary="Server liveness (200 = live)", response_class=Response)
@@ -222,10 +176,8 @@ def _metadata(spec: ModelSpec) -> ModelMetadata:
                          inputs=_tensor_meta(spec, spec.inputs), outputs=_tensor_meta(spec, spec.outputs))
 
 
-def _ready(service: Any, model: str, version: int | None) -> Response:
-    _spec(service, model, version)
-    if not service.backend.ready():
-        return oip_error(f"model {model!r} is not ready", 503, {"Retry-After": "2"})
+def _ready(service: InferenceService, model: str, version: int | None) -> Response:
+    _spec(service, model, version)  # 404 unknown, 503 not ready (with its reason)
     return Response(status_code=200)
 
 
@@ -242,12 +194,11 @@ async def model_version_ready(model: str, version: int, service: ServiceDep) -> 
 
 
 def _config(spec: ModelSpec) -> dict[str, Any]:
-    def tensors(ts: tuple[Any, ...]) -> list[dict[str, Any]]:
-        return [{"name": t.name, "data_type": t.data_type, "dims": list(t.dims)} for t in ts]
-
-    return {"name": spec.name, "platform": spec.platform, "max_batch_size": spec.max_batch_size,
-            "input": tensors(spec.inputs), "output": tensors(spec.outputs),
-            "parameters": {k: {"string_value": v} for k, v in spec.parameters.items()}}
+    """The whole config, completed from the graph and filled with Triton's defaults, as Triton
+    answers it (what was inferred and from where is in ``/v1/models``)."""
+    config = spec.config if spec.config is not None else config_from_dict(
+        {"name": spec.name, "platform": spec.platform, "max_batch_size": spec.max_batch_size})
+    return triton_config_json(config)
 
 
 @router.get("/v2/models/{model}/config", summary="Model configuration (Triton's model-config JSON shape)",
@@ -271,46 +222,109 @@ _INFER_DOC: dict[str, Any] = dict(
 
 
 @router.post("/v2/models/{model}/infer", summary="Inference on caller-made tensors", **_INFER_DOC)
+@inference_route()
 async def infer(request: Request, model: str, service: ServiceDep, settings: SettingsDep) -> Response:
     return await _infer(request, service, settings, model, None)
 
 
 @router.post("/v2/models/{model}/versions/{version}/infer", summary="Inference on one model version",
              **_INFER_DOC)
+@inference_route()
 async def infer_version(request: Request, model: str, version: int, service: ServiceDep,
                         settings: SettingsDep) -> Response:
     return await _infer(request, service, settings, model, version)
 
 
-async def _infer(request: Request, service: Any, settings: Any, model: str, version: int | None) -> Response:
+async def _infer(request: Request, service: InferenceService, settings: Settings, model: str,
+                 version: int | None) -> Response:
     spec = _spec(service, model, version)
     body = await read_body(request, settings.max_body_bytes)
     body = _decompress(body, request.headers.get("content-encoding", "").strip().lower(), settings.max_body_bytes)
-    req = codec.decode_request(body, request.headers.get(codec.HEADER_LENGTH))
-    _check_inputs(spec, req.inputs)
-    known = {t.name: t for t in spec.outputs}
-    wanted = req.outputs if req.outputs is not None else [
-        codec.RequestedOutput(t.name, req.binary_default) for t in spec.outputs]
-    for out in wanted:
-        if out.name not in known:
-            raise InvalidArgument(f"model {spec.name!r} has no output {out.name!r}; outputs: {sorted(known)}")
-    results = await service.backend.infer(spec.name, req.inputs, version)
-    encoded = []
-    for out in wanted:
-        arr = results[out.name]
-        if out.classification > 0:
-            labels = spec.labels if spec.labels and arr.shape[-1] == len(spec.labels) else None
-            encoded.append((out.name, "BYTES", codec.classification_strings(arr, out.classification, labels),
-                            out.binary))
-        else:
-            datatype = codec.v2_datatype(known[out.name].data_type)
-            encoded.append((out.name, datatype, arr.astype(codec.V2_DTYPES[datatype], copy=False), out.binary))
-    used = version if version is not None else (max(spec.versions) if spec.versions else 1)
-    head: dict[str, Any] = {"model_name": spec.name, "model_version": str(used)}
+    req = codec.decode_request(body, request.headers.get(codec.HEADER_LENGTH), settings.max_json_depth)
+    wanted = None if req.outputs is None else [oip.OutputRequest(o.name, o.classification) for o in req.outputs]
+    binary = {o.name: o.binary for o in req.outputs or ()}
+    result = await oip.infer(service, spec.name, version, req.inputs, wanted)
+    head: dict[str, Any] = {"model_name": result.spec.name, "model_version": str(result.version)}
     if req.id is not None:
         head["id"] = req.id
-    payload, header_len = codec.encode_response(head, encoded)
-    if header_len is None:
-        return Response(payload, media_type="application/json")
-    return Response(payload, media_type="application/octet-stream",
-                    headers={codec.HEADER_LENGTH: str(header_len)})
+    payload, header_len = codec.encode_response(
+        head, [(name, datatype, arr, binary.get(name, req.binary_default)) for name, datatype, arr in result.outputs])
+    headers = {} if header_len is None else {codec.HEADER_LENGTH: str(header_len)}
+    encoding = _response_encoding(request.headers.get("accept-encoding", ""))
+    if encoding is not None:
+        payload = _compress(payload, encoding)
+        headers["Content-Encoding"] = encoding
+    return Response(payload, media_type="application/json" if header_len is None else "application/octet-stream",
+                    headers=headers)
+
+
+def _response_encoding(accept: str) -> str | None:
+    """gzip or deflate when the caller accepts one (tritonclient's ``response_compression_algorithm``)."""
+    offered = {}
+    for part in accept.lower().split(","):
+        name, _, params = part.strip().partition(";")
+        q = 1.0
+        for p in params.split(";"):
+            key, _, value = p.strip().partition("=")
+            if key == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        offered[name.strip()] = q
+    for name in ("gzip", "deflate"):
+        if offered.get(name, 0.0) > 0:
+            return name
+    return None
+
+
+def _compress(payload: bytes, encoding: str) -> bytes:
+    deflater = zlib.compressobj(6, zlib.DEFLATED, 31 if encoding == "gzip" else 15)
+    return deflater.compress(payload) + deflater.flush()
+
+
+class IndexRequest(BaseModel):
+    ready: bool = False
+
+
+@router.post("/v2/repository/index", summary="Repository index: every model, its state and reason",
+             responses=oip_errors(400))
+async def repository_index(service: ServiceDep, body: IndexRequest | None = None) -> list[dict[str, str]]:
+    return dataplane.repository_index(service.backend, ready_only=bool(body and body.ready))
+
+
+async def control_model(service: InferenceService, settings: Settings, model: str, load: bool) -> None:
+    """Load or unload one model: only with explicit model control (as Triton refuses it otherwise)."""
+    if settings.model_control != "explicit":
+        raise InvalidArgument(f"explicit model {'load' if load else 'unload'} is not allowed: the gateway runs "
+                              f"with VISIONGATE_MODEL_CONTROL={settings.model_control}; set it to 'explicit'")
+    await (service.backend.load(model) if load else service.backend.unload(model))
+
+
+#: the gRPC transport answers from the same functions
+spec_of, metadata_of, config_json = _spec, _metadata, _config
+
+
+@router.post("/v2/repository/models/{model}/load", summary="Load or reload a model (model control: explicit)",
+             response_class=Response, responses=oip_errors(400, 404))
+async def load_model(model: str, service: ServiceDep, settings: SettingsDep) -> Response:
+    await control_model(service, settings, model, load=True)
+    return Response(status_code=200)
+
+
+@router.post("/v2/repository/models/{model}/unload", summary="Unload a model (model control: explicit)",
+             response_class=Response, responses=oip_errors(400, 404))
+async def unload_model(model: str, service: ServiceDep, settings: SettingsDep) -> Response:
+    await control_model(service, settings, model, load=False)
+    return Response(status_code=200)
+
+
+@router.get("/v2/models/{model}/stats", summary="Statistics of one model", responses=oip_errors(404))
+async def model_stats(model: str, service: ServiceDep) -> dict[str, Any]:
+    return dataplane.stats_json(await service.backend.stats(model))
+
+
+@router.get("/v2/models/{model}/versions/{version}/stats", summary="Statistics of one model version",
+            responses=oip_errors(404))
+async def model_version_stats(model: str, version: int, service: ServiceDep) -> dict[str, Any]:
+    return dataplane.stats_json(await service.backend.stats(model, version))

@@ -18,32 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgument
+from .. import dtypes
+from ..errors import InvalidArgument, NonFiniteOutput
+from .json_body import DEFAULT_MAX_DEPTH, load_json
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
-#: v2 datatype name <-> numpy dtype (BYTES is an object array of ``bytes``)
-V2_DTYPES: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-    "BYTES": np.dtype(np.object_),
-}
-
-
-def v2_datatype(triton_type: str) -> str:
-    """``TYPE_FP32`` (model config) -> ``FP32`` (v2 wire); ``TYPE_STRING`` -> ``BYTES``."""
-    name = triton_type.removeprefix("TYPE_")
-    return "BYTES" if name == "STRING" else name
+# the one dtype table (re-exported: the v2 layers name their types by it)
+V2_DTYPES = dtypes.V2_NUMPY
+v2_datatype = dtypes.v2_datatype
 
 
 @dataclass
@@ -79,8 +62,19 @@ def _bytes_elements(raw: bytes, count: int, name: str) -> np.ndarray:
     return np.array(items + [b""], dtype=np.object_)[:-1]  # the sentinel keeps numpy from making 2-D arrays
 
 
+def _params(raw: Any, where: str) -> dict[str, Any]:
+    """A ``parameters`` field: absent, or a JSON object (never a list or a string)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidArgument(f"{where}: parameters must be a JSON object, got {type(raw).__name__}")
+    return raw
+
+
 def _shape(raw: Any, name: str) -> tuple[int, ...]:
-    if not isinstance(raw, list) or not all(isinstance(d, int) and d >= 0 for d in raw):
+    # a JSON true is a Python bool, which is an int: refuse it rather than read it as 1
+    if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                            for d in raw):
         raise InvalidArgument(f"input {name!r}: shape must be a list of non-negative integers, got {raw!r}")
     return tuple(raw)
 
@@ -94,14 +88,19 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> n
                            dtype=np.object_)[:-1]
         else:
             arr = np.asarray(data, dtype=V2_DTYPES[datatype]).reshape(-1)
-    except (TypeError, ValueError, OverflowError) as exc:
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                # 1e39 as FP32 overflows to inf without a word; JSON has no NaN/Infinity either
+                raise InvalidArgument(f"input {name!r}: values must be finite {datatype} numbers "
+                                      f"(a value overflowed or is NaN/Infinity)")
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise InvalidArgument(f"input {name!r}: data cannot be read as {datatype}: {exc}") from exc
     if arr.size != count:
         raise InvalidArgument(f"input {name!r}: shape {list(shape)} needs {count} values, got {arr.size}")
     return arr.reshape(shape)
 
 
-def _from_binary(raw: bytes, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+def from_binary(raw: bytes, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """One tensor from its binary form (little-endian row-major; BYTES as length-prefixed elements)."""
     count = int(np.prod(shape)) if shape else 1
     if datatype == "BYTES":
         return _bytes_elements(raw, count, name).reshape(shape)
@@ -112,26 +111,26 @@ def _from_binary(raw: bytes, datatype: str, shape: tuple[int, ...], name: str) -
     return np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="), copy=False).reshape(shape)
 
 
-def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+def split_body(body: bytes, header_length: str | None,
+               max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[dict[str, Any], bytes]:
     """The JSON header (a dict) and the binary tail of a request body."""
     if header_length is None:
         head, tail = body, b""
     else:
-        if not header_length.strip().isdigit() or int(header_length) > len(body):
+        # str.isdigit() accepts "²" and other digits int() refuses: only ASCII digits are a length
+        if not header_length.strip().isascii() or not header_length.strip().isdigit() \
+                or int(header_length) > len(body):
             raise InvalidArgument(f"{HEADER_LENGTH} is {header_length!r} but the body has {len(body)} bytes")
         n = int(header_length)
         head, tail = body[:n], body[n:]
-    try:
-        doc = json.loads(head)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"the request header is not valid JSON: {exc}") from exc
+    doc = load_json(head, max_depth, "the request header")
     if not isinstance(doc, dict):
         raise InvalidArgument("the request header must be a JSON object")
     return doc, tail
 
 
-def decode_request(body: bytes, header_length: str | None) -> InferRequest:
-    doc, tail = split_body(body, header_length)
+def decode_request(body: bytes, header_length: str | None, max_depth: int = DEFAULT_MAX_DEPTH) -> InferRequest:
+    doc, tail = split_body(body, header_length, max_depth)
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidArgument("the request needs a non-empty 'inputs' list")
@@ -147,12 +146,12 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
         if name in inputs:
             raise InvalidArgument(f"input {name!r} is given twice")
         shape = _shape(raw.get("shape"), name)
-        params = raw.get("parameters") or {}
+        params = _params(raw.get("parameters"), f"input {name!r}")
         size = params.get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(tail):
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(tail):
                 raise InvalidArgument(f"input {name!r}: binary_data_size {size!r} runs past the body")
-            inputs[name] = _from_binary(tail[offset:offset + size], datatype, shape, name)
+            inputs[name] = from_binary(tail[offset:offset + size], datatype, shape, name)
             offset += size
         elif "data" in raw:
             inputs[name] = _from_json(raw["data"], datatype, shape, name)
@@ -160,15 +159,17 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
             raise InvalidArgument(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
     if offset != len(tail):
         raise InvalidArgument(f"{len(tail) - offset} bytes of binary data are not claimed by any input")
-    request_params = doc.get("parameters") or {}
+    request_params = _params(doc.get("parameters"), "the request")
     binary_default = bool(request_params.get("binary_data_output", False))
     outputs = None
     if doc.get("outputs") is not None:
+        if not isinstance(doc["outputs"], list):
+            raise InvalidArgument("'outputs' must be a list")
         outputs = []
         for raw in doc["outputs"]:
             if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
                 raise InvalidArgument("every requested output needs a 'name'")
-            params = raw.get("parameters") or {}
+            params = _params(raw.get("parameters"), f"output {raw['name']!r}")
             k = params.get("classification", 0)
             if not isinstance(k, int) or isinstance(k, bool) or k < 0:
                 raise InvalidArgument(f"output {raw['name']!r}: classification must be a positive integer")
@@ -190,10 +191,10 @@ def classification_strings(values: np.ndarray, k: int, labels: tuple[str, ...] |
         order = np.argsort(-row.astype(np.float64), kind="stable")[:k]
         strings = []
         for i in order:
-            s = f"{float(row[i]):f}:{int(i)}"
+            text = f"{float(row[i]):f}:{int(i)}"
             if labels is not None and i < len(labels):
-                s += f":{labels[i]}"
-            strings.append(s.encode())
+                text += f":{labels[i]}"
+            strings.append(text.encode())
         out.append(strings)
     arr = np.empty((len(out), k), dtype=np.object_)
     for r, strings in enumerate(out):
@@ -210,6 +211,13 @@ def _bytes_payload(arr: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
+def to_binary(arr: np.ndarray, datatype: str) -> bytes:
+    """One tensor in its binary form (the inverse of ``from_binary``)."""
+    if datatype == "BYTES":
+        return _bytes_payload(arr)
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+
+
 def encode_response(head: dict[str, Any], outputs: list[tuple[str, str, np.ndarray, bool]]
                     ) -> tuple[bytes, int | None]:
     """``head`` plus outputs ``(name, datatype, array, binary)`` -> (body, JSON length or None).
@@ -220,17 +228,19 @@ def encode_response(head: dict[str, Any], outputs: list[tuple[str, str, np.ndarr
     for name, datatype, arr, binary in outputs:
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         if binary:
-            blob = (_bytes_payload(arr) if datatype == "BYTES"
-                    else np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
+            blob = to_binary(arr, datatype)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         elif datatype == "BYTES":
             entry["data"] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
                              for v in arr.reshape(-1)]
         else:
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise NonFiniteOutput(f"output {name!r} holds NaN or infinite values, which JSON cannot "
+                                      f"carry; ask for it as binary data (binary_data: true)")
             entry["data"] = arr.reshape(-1).tolist()
         entries.append(entry)
-    header = json.dumps({**head, "outputs": entries}, separators=(",", ":")).encode()
+    header = json.dumps({**head, "outputs": entries}, separators=(",", ":"), allow_nan=False).encode()
     if not blobs:
         return header, None
     return header + b"".join(blobs), len(header)

@@ -40,6 +40,16 @@ class _GrpcClient:
         index = await self._client.get_model_repository_index(as_json=True, client_timeout=timeout)
         return list(index.get("models", []))
 
+    async def load_model(self, name: str, timeout: float) -> None:
+        await self._client.load_model(name, client_timeout=timeout)
+
+    async def unload_model(self, name: str, timeout: float) -> None:
+        await self._client.unload_model(name, client_timeout=timeout)
+
+    async def statistics(self, name: str, version: str, timeout: float) -> list[dict[str, Any]]:
+        stats = await self._client.get_inference_statistics(name, version, as_json=True, client_timeout=timeout)
+        return list(stats.get("model_stats", []))
+
     async def model_config(self, name: str, timeout: float) -> dict[str, Any]:
         # proto3 JSON: int64 fields (dims, delays) arrive as strings; spec_from_config int()s them
         return dict((await self._client.get_model_config(name, as_json=True, client_timeout=timeout))["config"])
@@ -78,6 +88,15 @@ class _HttpClient:
 
     async def model_config(self, name: str, timeout: float) -> dict[str, Any]:
         return dict(await self._client.get_model_config(name))
+
+    async def load_model(self, name: str, timeout: float) -> None:
+        await self._client.load_model(name)
+
+    async def unload_model(self, name: str, timeout: float) -> None:
+        await self._client.unload_model(name)
+
+    async def statistics(self, name: str, version: str, timeout: float) -> list[dict[str, Any]]:
+        return list((await self._client.get_inference_statistics(name, version)).get("model_stats", []))
 
     async def infer(self, name: str, inputs: dict[str, np.ndarray], outputs: list[str], version: int | None,
                     timeout: float, class_count: int = 0) -> dict[str, np.ndarray]:

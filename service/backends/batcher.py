@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DeadlineExceeded, Overloaded, ServiceUnavailable
+from .base import Duration, ModelStats
 
 RunBatch = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 #: makes one item's inputs (batch axis of 1) on the worker thread, e.g. decode + resize an image
@@ -45,6 +46,61 @@ class _Pending:
     deadline: float  # time.monotonic()
     enqueued: float = field(default_factory=time.monotonic)
     prepare: Prepare | None = None
+
+
+class Reservation:
+    """Items one request was admitted for on one ``Batcher``, not yet submitted."""
+
+    __slots__ = ("_batcher", "expires", "remaining")
+
+    def __init__(self, batcher: Batcher, items: int, expires: float) -> None:
+        self._batcher = batcher
+        self.remaining = items
+        self.expires = expires
+
+    def release(self) -> None:
+        """Give back what was not submitted (the request failed before reaching the model)."""
+        if self.remaining:
+            self._batcher._release(self)
+
+
+class BatchStats:
+    """Counters behind the statistics extension, written by the worker threads.
+
+    Plain integer additions under the GIL: a reader may see one batch half-counted, never a
+    corrupt number. Durations are nanoseconds."""
+
+    def __init__(self) -> None:
+        self.last_inference_ms = 0
+        self.inference_count = 0
+        self.execution_count = 0
+        self.success_count = 0
+        self.success_ns = 0
+        self.fail_count = 0
+        self.fail_ns = 0
+        self.queue_ns = 0
+        self.input_ns = 0
+        self.infer_ns = 0
+        #: batch size -> [executions, input ns, infer ns]
+        self.by_size: dict[int, list[int]] = {}
+
+    def record_batch(self, items: int, requests: int, queued_s: float, input_s: float, infer_s: float) -> None:
+        self.last_inference_ms = int(time.time() * 1000)
+        self.inference_count += items
+        self.execution_count += 1
+        self.success_count += requests
+        self.success_ns += int((queued_s + requests * (input_s + infer_s)) * 1e9)
+        self.queue_ns += int(queued_s * 1e9)
+        self.input_ns += int(requests * input_s * 1e9)
+        self.infer_ns += int(requests * infer_s * 1e9)
+        row = self.by_size.setdefault(items, [0, 0, 0])
+        row[0] += 1
+        row[1] += int(input_s * 1e9)
+        row[2] += int(infer_s * 1e9)
+
+    def record_failure(self, requests: int, seconds: float) -> None:
+        self.fail_count += requests
+        self.fail_ns += int(requests * seconds * 1e9)
 
 
 def _resolve(fut: asyncio.Future[dict[str, np.ndarray]], result: dict[str, np.ndarray] | None,
@@ -82,11 +138,12 @@ class Batcher:
         # busy event loop in a flood): that time counts against max_wait_s too
         self._waited = waited
         self._on_batch = on_batch
+        self.stats = BatchStats()
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_items = 0  # sum of n over the queue
-        # admitted by admit() but not yet submitted (still being decoded): (expiry, n), oldest first.
-        # A request that fails before submit() leaves its entry to expire after _reserve_s.
-        self._reserved: collections.deque[tuple[float, int]] = collections.deque()
+        # admitted by reserve() but not yet submitted (still being decoded), oldest first. A request
+        # that dies without releasing its reservation leaves it to expire after _reserve_s.
+        self._reserved: list[Reservation] = []
         self._reserve_s = min(max_wait_s, 10.0)
         self._cond = threading.Condition()
         self._closed = False
@@ -114,19 +171,19 @@ class Batcher:
 
     def _reserved_items(self) -> int:
         now = time.monotonic()
-        while self._reserved and self._reserved[0][0] < now:
-            self._reserved.popleft()
-        return sum(n for _, n in self._reserved)
+        if self._reserved and self._reserved[0].expires < now:
+            self._reserved = [r for r in self._reserved if r.expires >= now]
+        return sum(r.remaining for r in self._reserved)
 
-    def admit(self, n: int, timeout_s: float, reserve: bool = False) -> None:
-        """Raise 503 now if ``n`` more items would be refused: cheap, so callers check it before
-        decoding (a refused request should cost as little as possible under overload). With
-        ``reserve`` the items count as queued until ``submit`` (or a few seconds) so that requests
-        still decoding are part of the estimate."""
+    def reserve(self, n: int, timeout_s: float) -> Reservation:
+        """Admit ``n`` items at once, all or none (503 ``Overloaded`` otherwise). Until they are
+        submitted under the reservation they count as queued, so requests still decoding are part
+        of the estimate; a reservation not released expires after a few seconds."""
         with self._cond:
             self._admit(n, timeout_s)
-            if reserve:
-                self._reserved.append((time.monotonic() + self._reserve_s, n))
+            reservation = Reservation(self, n, time.monotonic() + self._reserve_s)
+            self._reserved.append(reservation)
+            return reservation
 
     def would_refuse(self, n: int, timeout_s: float) -> Overloaded | None:
         """The ``Overloaded`` that admitting ``n`` more items now would raise, else None; reserves
@@ -140,15 +197,13 @@ class Batcher:
                 return None  # left to the normal path, which answers these itself
         return None
 
-    def claim(self, n: int, timeout_s: float) -> None:
-        """Final admission of a request's ``n`` items (turns its reservation into queued work)."""
+    def _release(self, reservation: Reservation) -> None:
+        """Drop what is left of ``reservation``: the request will not submit it."""
         with self._cond:
-            self._claim(n, timeout_s)
-
-    def _claim(self, n: int, timeout_s: float) -> None:
-        if self._reserved:  # this request's own reservation (approximately: the oldest)
-            self._reserved.popleft()
-        self._admit(n, timeout_s)
+            reservation.remaining = 0
+            with contextlib.suppress(ValueError):
+                self._reserved.remove(reservation)
+            self._cond.notify_all()
 
     def _admit(self, n: int, timeout_s: float) -> None:
         if timeout_s <= 0:
@@ -161,30 +216,30 @@ class Batcher:
                              retry_after_s=self.retry_after_s())
         # only refuse on the time estimate when something is queued: an idle model always tries
         wait, limit = self.expected_wait_s(n), min(self._max_wait_s - self._waited(), timeout_s)
-        if (queued or self._reserved) and wait > limit:
+        if (queued or self._reserved_items()) and wait > limit:
             raise Overloaded(f"model {self.name!r} is busy: about {wait:.2f} s of work is queued, more than "
                              f"this request's {limit:g} s; retry later", retry_after_s=self.retry_after_s())
 
     async def submit(self, inputs: dict[str, np.ndarray], timeout_s: float,
-                     admit: bool = True) -> dict[str, np.ndarray]:
-        """Run ``inputs`` (batch axis first) in a batch; 503 at once when it cannot be served in time,
-        504 once ``timeout_s`` has passed. ``admit=False``: the caller already admitted this work as
-        part of a larger request (the later chunks of one request must not refuse each other)."""
-        n = int(next(iter(inputs.values())).shape[0])
+                     reservation: Reservation | None = None, items: int | None = None) -> dict[str, np.ndarray]:
+        """Run ``inputs`` (batch axis first) in a batch, as part of what ``reservation`` admitted
+        (without one, admitted here on its own: 503 at once when it cannot be served in time); 504
+        once ``timeout_s`` has passed. ``items``: for a model without a batch axis, 1."""
+        n = items if items is not None else int(next(iter(inputs.values())).shape[0])
         return await self._enqueue(inputs, None, n, tuple(a.shape[1:] for a in inputs.values()),
-                                   timeout_s, admit)
+                                   timeout_s, reservation)
 
     async def submit_prepare(self, prepare: Prepare, shape_key: tuple[tuple[int, ...], ...],
-                             timeout_s: float) -> dict[str, np.ndarray]:
+                             timeout_s: float, reservation: Reservation | None = None) -> dict[str, np.ndarray]:
         """Like ``submit`` for one item whose inputs ``prepare`` makes on the worker thread, just
         before its batch runs: decoding then happens on the threads that run the model, one
         sequence per core as in the in-process ceiling, instead of on a second pool competing with
         them. ``shape_key``: each input's shape without the batch axis (known from the model)."""
-        return await self._enqueue(None, prepare, 1, shape_key, timeout_s, True)
+        return await self._enqueue(None, prepare, 1, shape_key, timeout_s, reservation)
 
     async def _enqueue(self, inputs: dict[str, np.ndarray] | None, prepare: Prepare | None, n: int,
                        shape_key: tuple[tuple[int, ...], ...], timeout_s: float,
-                       admit: bool) -> dict[str, np.ndarray]:
+                       reservation: Reservation | None) -> dict[str, np.ndarray]:
         if timeout_s <= 0:
             raise DeadlineExceeded("the request's deadline passed before it reached the model")
         loop = asyncio.get_running_loop()
@@ -193,17 +248,38 @@ class Batcher:
             future=loop.create_future(), loop=loop, deadline=time.monotonic() + timeout_s,
         )
         with self._cond:
-            if admit:
-                self._claim(n, timeout_s)
+            if self._closed and not self._workers_alive():
+                raise ServiceUnavailable(f"model {self.name!r} is shutting down", retry_after_s=5)
+            if reservation is None:
+                self._admit(n, timeout_s)
+            else:
+                reservation.remaining = max(0, reservation.remaining - n)
+                if reservation.remaining == 0:
+                    with contextlib.suppress(ValueError):
+                        self._reserved.remove(reservation)
             self._queue.append(item)
             self._queued_items += n
             self._cond.notify()
+        # answered early (504 by its timer, or the caller went away): out of the queue at once, so
+        # no worker runs it and admission stops counting it (it would refuse others for dead work)
+        item.future.add_done_callback(lambda _: self._drop_if_queued(item))
         timer = loop.call_later(timeout_s, _expire, item.future, timeout_s)
         try:
             # a cancelled caller cancels the future too, so the worker drops the work
             return await item.future
         finally:
             timer.cancel()
+
+    def _drop_if_queued(self, item: _Pending) -> None:
+        with self._cond:
+            try:
+                self._queue.remove(item)
+            except ValueError:
+                return  # taken by a worker already (or answered normally)
+            self._queued_items -= item.n
+
+    def _workers_alive(self) -> bool:
+        return any(t.is_alive() for t in self._workers)
 
     def _gather(self, first: _Pending, batch: list[_Pending], n: int) -> int:
         """Move queued requests that fit ``first``'s shape into ``batch`` (under the lock); new size."""
@@ -222,9 +298,10 @@ class Batcher:
         """The next batch, and whether it is the only work in flight."""
         with self._cond:
             while not self._queue:
-                if self._closed:
+                # once closed, stay until admitted requests still decoding have submitted
+                if self._closed and self._reserved_items() == 0:
                     return None
-                self._cond.wait()
+                self._cond.wait(0.1 if self._closed else None)
             first = self._queue.popleft()
             batch, n = [first], first.n
             wait_until = time.monotonic() + self._delay_s
@@ -261,6 +338,7 @@ class Batcher:
         # waited past max_wait_s under overload
         now = started = time.monotonic()
         live = []
+        stats = self.stats
         for item in batch:
             if item.future.done():  # cancelled by its caller, or already answered 504 by its timer
                 continue
@@ -277,6 +355,7 @@ class Batcher:
             live.append(item)
         if not live:
             return
+        prepared = time.monotonic()
         first = live[0].inputs
         assert first is not None
         if len(live) == 1:
@@ -284,13 +363,18 @@ class Batcher:
         else:
             stacked = {k: np.concatenate([it.inputs[k] for it in live]) for k in first}  # type: ignore[index]
         n = sum(it.n for it in live)
+        ran = time.monotonic()
         try:
             outputs = (self._run_alone if alone and self._run_alone is not None else self._run)(stacked)
         except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
             for item in live:
                 item.loop.call_soon_threadsafe(_resolve, item.future, None, exc)
+            stats.record_failure(len(live), time.monotonic() - started)
             return
-        self._item_s = 0.8 * self._item_s + 0.2 * (time.monotonic() - started) / n
+        done = time.monotonic()
+        self._item_s = 0.8 * self._item_s + 0.2 * (done - started) / n
+        stats.record_batch(n, len(live), sum(started - it.enqueued for it in live),
+                           prepared - started + (ran - prepared), done - ran)
         if self._on_batch is not None:
             self._on_batch(n)
         offset = 0
@@ -307,3 +391,17 @@ class Batcher:
         deadline = time.monotonic() + timeout_s
         for t in self._workers:
             t.join(max(0.0, deadline - time.monotonic()))
+
+
+def model_stats(model: str, version: int, stats: BatchStats) -> ModelStats:
+    """The statistics extension's view of one batcher's counters."""
+    by_size = {size: (Duration(runs, input_ns), Duration(runs, infer_ns), Duration(runs, 0))
+               for size, (runs, input_ns, infer_ns) in sorted(stats.by_size.items())}
+    return ModelStats(
+        name=model, version=version, last_inference_ms=stats.last_inference_ms,
+        inference_count=stats.inference_count, execution_count=stats.execution_count,
+        success=Duration(stats.success_count, stats.success_ns), fail=Duration(stats.fail_count, stats.fail_ns),
+        queue=Duration(stats.success_count, stats.queue_ns),
+        compute_input=Duration(stats.success_count, stats.input_ns),
+        compute_infer=Duration(stats.success_count, stats.infer_ns),
+        compute_output=Duration(stats.success_count, 0), batches=by_size)

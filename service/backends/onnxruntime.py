@@ -12,17 +12,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
-from ..deadlines import remaining_s, waited_s
-from ..errors import BackendError, InvalidArgument, ModelNotFound, Overloaded, ServiceUnavailable
+from ..errors import BackendError, InvalidArgument, ModelLoadFailed, ModelNotFound, ServiceUnavailable
+from ..autocomplete import graph_info
 from ..repository import ConfigError, ModelSpec, read_model, scan
 from ..settings import Settings
-from .batcher import Batcher, Prepare
+from .base import ModelState, ModelStatus, Tensors
+from .batching import BatchedBackend, LoadedModel
 
 logger = logging.getLogger("visiongate.onnxruntime")
 
@@ -43,30 +42,19 @@ def ort_errors(model: str) -> Iterator[None]:
         raise BackendError(f"model {model!r} failed: {kind}: {exc}") from exc
 
 
-@dataclass
-class _Loaded:
-    spec: ModelSpec
-    sessions: dict[int, ort.InferenceSession]
-    batchers: dict[int, Batcher]
-
-
 def _providers() -> list[str]:
     available = ort.get_available_providers()
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(BatchedBackend):
     name = "onnxruntime"
 
     def __init__(self, settings: Settings, on_batch: Callable[[str, int], None] | None = None,
                  only: set[str] | None = None) -> None:
         """``only``: load just these models (batch scoring needs one, not the whole repository)."""
-        self._settings = settings
+        super().__init__(settings, on_batch)
         self._only = only
-        self._on_batch = on_batch
-        self._models: dict[str, _Loaded] = {}
-        self._ready = False
-        self.load_errors: dict[str, str] = {}
 
     def _session(self, path: Path, intra_op_threads: int | None = None) -> ort.InferenceSession:
         opts = ort.SessionOptions()
@@ -79,40 +67,32 @@ class OnnxRuntimeBackend:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         return ort.InferenceSession(str(path), sess_options=opts, providers=_providers())
 
-    def _load(self, model_dir: Path) -> _Loaded | None:
-        entry = read_model(model_dir)
+    def _load(self, model_dir: Path) -> LoadedModel | None:
+        entry = read_model(model_dir, default_max_batch_size=self._settings.default_max_batch_size)
         spec = entry.spec
         if spec.platform not in _ONNX_PLATFORMS:
-            logger.info("skipping %s: platform %s is not served by the embedded runtime",
-                        spec.name, spec.platform)
             return None
-        sessions, batchers = {}, {}
+        for warning in spec.warnings:
+            logger.warning("model %s: %s", spec.name, warning)
+        batchers = {}
         filename = str(entry.config.get("default_model_filename") or "model.onnx")
         for version in spec.versions:
             path = model_dir / str(version) / filename
             if not path.is_file():
                 raise ConfigError(f"{path} is missing")
             session = self._session(path)
-            sessions[version] = session
+            spec.check_graph(graph_info(session))  # every version, not only the one the config was completed from
             solo = self._solo_threads()
             alone = self._runner(spec.name, self._session(path, solo)) if solo else None
-            batchers[version] = Batcher(
-                f"{spec.name}/{version}", self._runner(spec.name, session), run_alone=alone,
-                nice=self._settings.inference_thread_nice,
-                workers=self._settings.inference_workers,
-                max_batch=spec.max_batch_size or 1,
-                delay_s=self._batch_delay_s(spec, session),
-                max_queue=self._settings.max_queue_per_model,
-                max_wait_s=self._settings.max_queue_wait_s, waited=waited_s,
-                on_batch=(lambda n, name=spec.name: self._on_batch(name, n)) if self._on_batch else None,
-            )
-        if not sessions:
+            batchers[version] = self._batcher(spec, version, self._runner(spec.name, session), alone,
+                                              self._batch_delay_s(spec, session))
+        if not batchers:
             raise ConfigError(f"model {spec.name!r} has no version folder with a model")
-        return _Loaded(spec, sessions, batchers)
+        return LoadedModel(spec, batchers)
 
     def _batch_delay_s(self, spec: ModelSpec, session: ort.InferenceSession) -> float:
-        # On a CPU a batch of 8 costs 8 single runs (notes/performance.md): waiting for company only
-        # adds latency. On a GPU the model's max_queue_delay buys throughput, as in Triton.
+        # On a CPU a batch of 8 costs 8 single runs (measured, README "Performance"): waiting for
+        # company only adds latency. On a GPU the model's max_queue_delay buys throughput, as in Triton.
         policy = self._settings.batch_delay
         if policy == "auto":
             policy = "off" if session.get_providers()[0] == "CPUExecutionProvider" else "config"
@@ -120,115 +100,58 @@ class OnnxRuntimeBackend:
 
     def _solo_threads(self) -> int | None:
         """Intra-op threads for a batch that runs alone (None: no separate session). Measured on 2
-        cores: one request alone takes 6 ms with 2 threads vs 10 ms with 1 (notes/performance.md)."""
+        cores: one request alone takes 6 ms with 2 threads vs 10 ms with 1."""
         solo = self._settings.solo_intra_op_threads
         if "CUDAExecutionProvider" in _providers() or solo <= self._settings.intra_op_threads:
             return None
         return solo
 
-    def _runner(self, name: str, session: ort.InferenceSession) -> Callable[[dict[str, np.ndarray]],
-                                                                             dict[str, np.ndarray]]:
+    def _runner(self, name: str, session: ort.InferenceSession) -> Callable[[Tensors], Tensors]:
         output_names = [o.name for o in session.get_outputs()]
 
-        def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        def run(inputs: Tensors) -> Tensors:
             with ort_errors(name):
                 values = session.run(output_names, inputs)
             return dict(zip(output_names, values, strict=True))
 
         return run
 
-    async def start(self) -> None:
-        for model_dir in scan(self._settings.repository):
-            if self._only is not None and model_dir.name not in self._only:
-                continue
-            try:
-                loaded = self._load(model_dir)
-            except Exception as exc:  # one broken model must not take the others down  # noqa: BLE001
-                self.load_errors[model_dir.name] = str(exc)
-                logger.error("cannot load model %s: %s", model_dir.name, exc)
-                continue
-            if loaded is not None:
-                self._models[loaded.spec.name] = loaded
-                logger.info("loaded %s (%s) versions %s", loaded.spec.name, loaded.spec.task,
-                            list(loaded.sessions))
-        self._ready = bool(self._models)
+    def model_dirs(self) -> dict[str, Path]:
+        """The repository's model folders this backend serves, by name."""
+        return {d.name: d for d in scan(self._settings.repository)
+                if self._only is None or d.name in self._only}
 
-    async def close(self) -> None:
-        self._ready = False
-        for loaded in self._models.values():
-            for batcher in loaded.batchers.values():
-                batcher.close(self._settings.drain_timeout_s)
-
-    def models(self) -> list[ModelSpec]:
-        return [m.spec for m in self._models.values()]
-
-    def describe(self, model: str) -> ModelSpec:
+    def _load_into_place(self, name: str, model_dir: Path) -> None:
+        self._states[name] = ModelStatus(name, ModelState.LOADING)
         try:
-            return self._models[model].spec
-        except KeyError:
-            raise ModelNotFound(f"no model named {model!r}",
-                                available=sorted(self._models)) from None
-
-    def ready(self) -> bool:
-        return self._ready
-
-    def queue_depth(self, model: str) -> int:
-        loaded = self._models.get(model)
-        return sum(b.depth for b in loaded.batchers.values()) if loaded else 0
-
-    def admit(self, model: str, n: int, version: int | None = None) -> None:
-        """503 at once when ``model`` would refuse ``n`` more items (checked before decoding)."""
-        loaded = self._models.get(model)
-        batcher = loaded.batchers.get(version if version is not None else max(loaded.batchers)) if loaded else None
-        if batcher is not None:
-            batcher.admit(n, remaining_s(self._settings.request_timeout_s), reserve=True)
-
-    def refusal(self, model: str) -> Overloaded | None:
-        """The ``Overloaded`` one more item for ``model``'s newest version would get now, else None."""
-        loaded = self._models.get(model)
+            loaded = self._load(model_dir)
+        except Exception as exc:  # noqa: BLE001 - one broken model must not take the others down
+            self._fail(name, str(exc))
+            return
         if loaded is None:
-            return None
-        return loaded.batchers[max(loaded.batchers)].would_refuse(1, self._settings.request_timeout_s)
+            self._states[name] = ModelStatus(name, ModelState.UNAVAILABLE,
+                                             reason="its platform is not served by the embedded runtime")
+            logger.info("skipping %s: its platform is not served by the embedded runtime", name)
+            return
+        self._install(loaded, str(model_dir))
 
-    def _batcher(self, model: str, version: int | None) -> Batcher:
-        self.describe(model)
-        loaded = self._models[model]
-        v = version if version is not None else max(loaded.batchers)
-        batcher = loaded.batchers.get(v)
-        if batcher is None:
-            raise ModelNotFound(f"model {model!r} has no loaded version {v}",
-                                versions=sorted(loaded.batchers))
-        return batcher
+    async def start(self) -> None:
+        repository = self._settings.repository
+        if not repository.is_dir():
+            logger.error("the model repository %s does not exist; no model will be served", repository)
+        dirs = self.model_dirs()
+        logger.info("model repository %s: %d model folder(s): %s", repository.resolve(), len(dirs),
+                    ", ".join(sorted(dirs)) or "none")
+        for name, model_dir in sorted(dirs.items()):
+            await asyncio.to_thread(self._load_into_place, name, model_dir)
+        self._started = True
 
-    async def infer_each(self, model: str, prepares: list[Prepare],
-                         version: int | None = None) -> list[dict[str, np.ndarray]]:
-        """One result per item, each item's inputs made by its ``prepare`` on the thread that runs the
-        model (see ``Batcher.submit_prepare``). For models whose inputs have static shapes."""
-        spec = self.describe(model)
-        batcher = self._batcher(model, version)
-        shape_key = tuple(t.dims for t in spec.inputs)
-        if any(d < 0 for dims in shape_key for d in dims):
-            raise InvalidArgument(f"model {model!r} has dynamic input shapes; send tensors with infer()")
-        timeout_s = remaining_s(self._settings.request_timeout_s)
-        return list(await asyncio.gather(*(batcher.submit_prepare(p, shape_key, timeout_s) for p in prepares)))
-
-    async def infer(self, model: str, inputs: dict[str, np.ndarray],
-                    version: int | None = None) -> dict[str, np.ndarray]:
-        spec = self.describe(model)
-        batcher = self._batcher(model, version)
-        expected = {t.name for t in spec.inputs}
-        if set(inputs) != expected:
-            raise InvalidArgument(f"model {model!r} takes inputs {sorted(expected)}, got {sorted(inputs)}")
-        n = int(next(iter(inputs.values())).shape[0])
-        step = max(1, spec.max_batch_size)
-        timeout_s = remaining_s(self._settings.request_timeout_s)  # the caller's deadline, if shorter
-        if n <= step:
-            return await batcher.submit(inputs, timeout_s)
-        # one request with more items than a batch holds (several images, SR tiles): admitted once
-        # as a whole, then split into batches that are not re-checked against each other
-        batcher.claim(n, timeout_s)
-        parts = await asyncio.gather(*(
-            batcher.submit({k: a[i:i + step] for k, a in inputs.items()}, timeout_s, admit=False)
-            for i in range(0, n, step)
-        ))
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    async def load(self, model: str) -> None:
+        model_dir = self.model_dirs().get(model)
+        if model_dir is None:
+            raise ModelNotFound(f"no model folder named {model!r} in {self._settings.repository}",
+                                available=sorted(self.model_dirs()))
+        await asyncio.to_thread(self._load_into_place, model, model_dir)
+        state = self._states[model]
+        if state.state != ModelState.READY:
+            raise ModelLoadFailed(f"model {model!r} failed to load: {state.reason}")

@@ -20,15 +20,20 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
+from ..deadlines import remaining_s
 from ..errors import (BackendError, BadRequest, BackendUnavailable, DeadlineExceeded, InvalidArgument, ModelNotFound,
                       ModelNotReady, Overloaded, ServiceUnavailable, VisionGateError)
 from ..repository import ConfigError, ModelSpec, read_labels, spec_from_config
 from ..settings import Settings
+from .base import (Duration, Job, ModelState, ModelStats, ModelStatus, Tensors, Ticket, batch_slices, concat_outputs,
+                   resolve_version)
 from ._triton_clients import TritonClient, make_client
 
 logger = logging.getLogger("visiongate.triton")
@@ -132,6 +137,46 @@ def parse_classification(entries: np.ndarray, num_classes: int) -> tuple[str, ..
     return tuple(labels[i] for i in range(num_classes))
 
 
+def _duration(raw: Any) -> Duration:
+    raw = raw or {}
+    return Duration(int(raw.get("count", 0)), int(raw.get("ns", 0)))
+
+
+def stats_from_json(entry: dict[str, Any]) -> ModelStats:
+    """One entry of Triton's statistics JSON (int64s may arrive as strings) as ``ModelStats``."""
+    inf = entry.get("inference_stats") or {}
+    batches = {int(b.get("batch_size", 0)): (_duration(b.get("compute_input")), _duration(b.get("compute_infer")),
+                                             _duration(b.get("compute_output")))
+               for b in entry.get("batch_stats") or ()}
+    return ModelStats(
+        name=str(entry.get("name", "")), version=int(entry.get("version") or 0),
+        last_inference_ms=int(entry.get("last_inference", 0)), inference_count=int(entry.get("inference_count", 0)),
+        execution_count=int(entry.get("execution_count", 0)), success=_duration(inf.get("success")),
+        fail=_duration(inf.get("fail")), queue=_duration(inf.get("queue")),
+        compute_input=_duration(inf.get("compute_input")), compute_infer=_duration(inf.get("compute_infer")),
+        compute_output=_duration(inf.get("compute_output")), batches=batches)
+
+
+@dataclass(frozen=True)
+class TritonTicket:
+    spec: ModelSpec
+    version: int
+    items: int
+
+    @property
+    def model(self) -> str:
+        return self.spec.name
+
+    def release(self) -> None:
+        pass
+
+    def __enter__(self) -> TritonTicket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
 class TritonBackend:
     name = "triton"
 
@@ -147,6 +192,7 @@ class TritonBackend:
         self._idle = asyncio.Event()
         self._idle.set()
         self.load_errors: dict[str, str] = {}
+        self._pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
 
     @property
     def _retry_after_s(self) -> float:
@@ -172,6 +218,7 @@ class TritonBackend:
         if self._client is not None:
             await self._client.close()
             self._client = None
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def models(self) -> list[ModelSpec]:
         return list(self._specs.values()) if self._server_up else []
@@ -283,27 +330,84 @@ class TritonBackend:
                     spec.name, path)
         return labels
 
-    async def infer(self, model: str, inputs: dict[str, np.ndarray],
-                    version: int | None = None) -> dict[str, np.ndarray]:
+    # --- lifecycle, admission, inference ------------------------------------------------------
+
+    def states(self) -> list[ModelStatus]:
+        out = []
+        for name in sorted(self._known | set(self.load_errors)):
+            if name in self._specs and self._server_up:
+                out.append(ModelStatus(name, ModelState.READY))
+            else:
+                reason = self.load_errors.get(name) or ("Triton is not reachable" if not self._server_up
+                                                        else "not ready on Triton")
+                out.append(ModelStatus(name, ModelState.UNAVAILABLE, reason=reason))
+        return out
+
+    async def load(self, model: str) -> None:
+        assert self._client is not None
+        with triton_errors(model, self._retry_after_s):
+            await self._client.load_model(model, self._settings.triton_timeout_s)
+        self._specs.pop(model, None)  # its config may have changed: read it again
+        await self.refresh()
+
+    async def unload(self, model: str) -> None:
+        assert self._client is not None
+        with triton_errors(model, self._retry_after_s):
+            await self._client.unload_model(model, self._settings.triton_timeout_s)
+        await self.refresh()
+
+    def admit(self, model: str, version: int | None, items: int) -> TritonTicket:
+        """Triton queues and refuses by itself; the gateway only checks the model and version."""
         spec = self.describe(model)
+        return TritonTicket(spec, resolve_version(spec, version), items)
+
+    def refusal(self, model: str) -> Exception | None:
+        return None  # no queue here: Triton's own queue policy refuses on the normal path
+
+    async def infer(self, ticket: Ticket, inputs: Tensors) -> Tensors:
+        assert isinstance(ticket, TritonTicket)
+        spec = ticket.spec
         expected = {t.name for t in spec.inputs}
         if set(inputs) != expected:
-            raise InvalidArgument(f"model {model!r} takes inputs {sorted(expected)}, got {sorted(inputs)}")
-        if version is not None and version not in spec.versions:
-            raise ModelNotFound(f"model {model!r} has no ready version {version}", versions=list(spec.versions))
+            raise InvalidArgument(f"model {spec.name!r} takes inputs {sorted(expected)}, got {sorted(inputs)}")
+        if spec.max_batch_size <= 0:
+            return await self._infer_once(spec, inputs, ticket.version)
         n = int(next(iter(inputs.values())).shape[0])
-        step = spec.max_batch_size if spec.max_batch_size > 0 else n
-        if n <= step:
-            return await self._infer_once(spec, inputs, version)
         # Triton rejects a request larger than max_batch_size: send the slices concurrently
-        parts = await asyncio.gather(*(self._infer_once(spec, {k: a[i:i + step] for k, a in inputs.items()},
-                                                        version) for i in range(0, n, step)))
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        parts = await asyncio.gather(*(self._infer_once(spec, {k: a[s] for k, a in inputs.items()}, ticket.version)
+                                       for s in batch_slices(n, spec.max_batch_size)))
+        return concat_outputs(list(parts))
+
+    async def infer_prepared(self, ticket: Ticket, jobs: list[Job]) -> list[Tensors]:
+        """The jobs (decode + preprocess) run on the gateway's pool; Triton batches the tensors."""
+        assert isinstance(ticket, TritonTicket)
+        loop = asyncio.get_running_loop()
+        made = await asyncio.gather(*(loop.run_in_executor(self._pool, job) for job in jobs))
+        spec = ticket.spec
+        if spec.max_batch_size <= 0:
+            outs = [await self._infer_once(spec, {k: v[0] for k, v in m.items()}, ticket.version) for m in made]
+            return [{k: v[None] for k, v in o.items()} for o in outs]
+        if len({tuple(v.shape for v in m.values()) for m in made}) > 1:  # dynamic shapes: one by one
+            return list(await asyncio.gather(*(self.infer(ticket, m) for m in made)))
+        outputs = await self.infer(ticket, concat_outputs(list(made)))
+        return [{k: v[i:i + 1] for k, v in outputs.items()} for i in range(len(made))]
+
+    async def stats(self, model: str | None = None, version: int | None = None) -> list[ModelStats]:
+        """Triton's own statistics, read from Triton (the gateway keeps no copy)."""
+        assert self._client is not None
+        if model is not None:
+            resolve_version(self.describe(model), version)
+        with triton_errors(model, self._retry_after_s):
+            raw = await self._client.statistics(model or "", "" if version is None else str(version),
+                                                self._settings.triton_timeout_s)
+        return [stats_from_json(entry) for entry in raw]
 
     async def _infer_once(self, spec: ModelSpec, inputs: dict[str, np.ndarray],
                           version: int | None) -> dict[str, np.ndarray]:
         assert self._client is not None
-        timeout = self._settings.triton_timeout_s
+        timeout = min(self._settings.triton_timeout_s, remaining_s(self._settings.request_timeout_s))
+        if timeout <= 0:
+            raise DeadlineExceeded("the request's deadline passed before it reached Triton")
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -320,4 +424,4 @@ class TritonBackend:
                 self._idle.set()
 
 
-__all__ = ["TritonBackend", "triton_errors", "error_class", "GRPC_STATUS", "HTTP_STATUS", "MESSAGES"]
+__all__ = ["TritonBackend", "TritonTicket", "triton_errors", "error_class", "GRPC_STATUS", "HTTP_STATUS", "MESSAGES"]

@@ -6,7 +6,8 @@ The only place that reads the Kubernetes Indexed Job variables (``JOB_COMPLETION
 Exit status: 0 the shard is complete (per-image failures are records, not a failed run; add
 ``--strict`` to exit 1 when any image failed); 2 bad arguments or a DEST/model problem found before
 scoring; 3 stopped early or never started because the remote side is down (after retries), or
-SIGTERM/SIGINT: re-run to resume.
+SIGTERM/SIGINT: re-run to resume; 4 the results could not be written (disk full, read-only DEST,
+quota, file size limit, I/O error): nothing committed is lost, fix the cause and re-run to resume.
 """
 
 from __future__ import annotations
@@ -22,17 +23,19 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import ServiceUnavailable, VisionGateError
+from ..settings import Settings
+from .engines import Engine
 from .ledger import LedgerError
 from .progress import Summary
 from .retry import RetryPolicy
 from .runner import RunConfig, run_async
 from .shard import Shard
 from .tasks import CLI_TASKS, TaskOptions
-from .writers import atomic_write, parquet_available
+from .writers import OutputWriteError, atomic_write, parquet_available
 
 logger = logging.getLogger("visiongate.batch")
 
-EXIT_OK, EXIT_FAILED_IMAGES, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED_IMAGES, EXIT_USAGE, EXIT_STOPPED, EXIT_OUTPUT = 0, 1, 2, 3, 4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,13 +85,13 @@ def shard_from(args_shard: str | None, env: Mapping[str, str]) -> Shard:
     return Shard(int(index), int(count))
 
 
-def _settings(args: argparse.Namespace):  # noqa: ANN202 - Settings import kept lazy with the rest
+def _settings(args: argparse.Namespace) -> Settings:
     from ..settings import Settings
 
     return Settings(**({"repository": args.repository} if args.repository else {}))
 
 
-def _engine(args: argparse.Namespace, settings, opts: TaskOptions):  # noqa: ANN001,ANN202
+def _engine(args: argparse.Namespace, settings: Settings, opts: TaskOptions) -> Engine:
     from .engines import HttpEngine, local_engine, triton_engine
 
     via = args.via or ""
@@ -144,10 +147,19 @@ def run(args: argparse.Namespace) -> int:
     except ServiceUnavailable as exc:  # the gateway/Triton is not up (yet): worth a retry of the job
         print(f"visiongate score: {exc.message}; re-run to resume", file=sys.stderr)
         return EXIT_STOPPED
+    except OutputWriteError as exc:
+        print(f"visiongate score: {exc}; what was committed is kept: fix that and re-run to resume",
+              file=sys.stderr)
+        return EXIT_OUTPUT
     except (LedgerError, VisionGateError, ValueError, ImportError) as exc:
         print(f"visiongate score: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    _write_summary(cfg.dest, shard, summary)
+    try:
+        _write_summary(cfg.dest, shard, summary)
+    except OutputWriteError as exc:
+        print(summary.line(), file=sys.stderr)
+        print(f"visiongate score: {exc}", file=sys.stderr)
+        return EXIT_OUTPUT
     print(summary.line(), file=sys.stderr)
     if summary.stopped:
         return EXIT_STOPPED

@@ -47,9 +47,10 @@ class ServiceEngine:
 
     async def start(self) -> None:
         await self.backend.start()
-        if not self.backend.ready():
-            detail = getattr(self.backend, "load_errors", None) or "no model loaded"
-            raise BackendUnavailable(f"the {self.backend.name} backend is not ready: {detail}")
+        if not self.backend.models():
+            broken = "; ".join(f"{s.name}: {s.reason}" for s in self.backend.states() if s.reason)
+            raise BackendUnavailable(f"the {self.backend.name} backend has no model to serve: "
+                                     f"{broken or 'no model loaded'}")
         # fail fast on a wrong --model / --task, before any image is read
         model = self.opts.model or self.service.default_model(self.opts.service_task)
         self.service.model_for(model, self.opts.service_task)
@@ -66,8 +67,8 @@ def local_engine(settings: Settings, opts: TaskOptions) -> ServiceEngine:
     from ..backends.onnxruntime import OnnxRuntimeBackend
 
     # load one model, not the whole repository (an unknown name still loads all, to say what exists)
-    known = opts.model and (settings.repository / opts.model / "config.pbtxt").is_file()
-    only = {opts.model} if known else None
+    known = opts.model is not None and (settings.repository / opts.model / "config.pbtxt").is_file()
+    only = {opts.model} if opts.model is not None and known else None
     return ServiceEngine(OnnxRuntimeBackend(settings, only=only), settings, opts)
 
 

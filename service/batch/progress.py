@@ -25,15 +25,19 @@ class Summary:
     elapsed_s: float = 0.0  # the whole run: listing, model load, scoring
     scoring_s: float = 0.0  # from the first image read to the last chunk committed
     stopped: str | None = None  # why the run ended early, if it did
+    unscorable: int = 0  # entries recorded as errors without scoring (unreadable folder, FIFO...)
 
     @property
     def images_per_s(self) -> float:
         """Steady-state rate: images finished per second of scoring (model load left out)."""
-        return (self.scored + self.failed) / self.scoring_s if self.scoring_s > 0 else 0.0
+        scored = self.scored + self.failed - self.unscorable
+        return scored / self.scoring_s if self.scoring_s > 0 else 0.0
 
     def line(self) -> str:
         text = (f"scored {self.scored}, failed {self.failed}, skipped-as-done {self.skipped_done} "
-                f"(of {self.in_shard} in this shard, {self.listed} images under SOURCE); "
+                f"(of {self.in_shard} in this shard, {self.listed} images under SOURCE)"
+                + (f", {self.unscorable} entries not scorable (recorded as errors)" if self.unscorable else "")
+                + "; "
                 f"{self.chunks} chunks in {self.elapsed_s:.1f} s, "
                 f"{self.images_per_s:.1f} img/s while scoring")
         return text + (f"; STOPPED: {self.stopped}" if self.stopped else "")

@@ -130,4 +130,4 @@ def _score_on_ray(cfg: RunConfig, settings: Settings, opts: TaskOptions, todo: l
             writer.commit(sorted(records, key=lambda r: r.path))
     finally:
         progress.close()
-        summary.chunks = writer.committed_files
+        summary.chunks += writer.committed_files

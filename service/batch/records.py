@@ -12,7 +12,8 @@ PARQUET_COLUMNS = ("path", "status", "result", "error_type", "error_message")
 
 @dataclass(frozen=True)
 class Record:
-    """``path`` is relative to SOURCE (POSIX); ``result`` is the task's JSON object when ok."""
+    """``path`` is relative to SOURCE (POSIX; ``sources.display_path``: always valid UTF-8);
+    ``result`` is the task's JSON object when ok."""
 
     path: str
     status: Literal["ok", "error"]

@@ -28,7 +28,7 @@ class RetryPolicy:
 
     def backoff_s(self, retry: int, rand: float) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**retry)); ``retry`` counts from 0."""
-        return rand * min(self.cap_s, self.base_s * (2 ** retry))
+        return float(rand * min(self.cap_s, self.base_s * (2 ** retry)))
 
     def delay_s(self, exc: BaseException, retry: int, rand: float) -> float:
         delay = self.backoff_s(retry, rand)

@@ -32,8 +32,8 @@ from .records import Record
 from .retry import RetriesExhausted, RetryPolicy
 from .scoring import ScoreContext, score_path
 from .shard import Shard
-from .sources import list_images
-from .writers import ChunkWriter, Format, atomic_write
+from .sources import Skipped, display_path, list_images
+from .writers import ChunkWriter, Format, OutputWriteError, atomic_write
 
 logger = logging.getLogger("visiongate.batch")
 
@@ -65,6 +65,7 @@ class Plan:
     todo: list[str]
     summary: Summary
     next_seq: int
+    skipped: list[Skipped] = field(default_factory=list)  # not scorable, not yet recorded
 
 
 def check_job(dest: Path, job: dict[str, object]) -> None:
@@ -82,16 +83,30 @@ def check_job(dest: Path, job: dict[str, object]) -> None:
 
 def plan(cfg: RunConfig) -> Plan:
     """List SOURCE, keep this shard's paths, drop those already committed (call under the lock)."""
-    paths, ignored = list_images(cfg.source)
+    paths, ignored, skipped = list_images(cfg.source)
     mine = [p for p in paths if cfg.shard.owns(p)]
     ledger = read_ledger(cfg.dest)
     if ledger.duplicates:
         logger.warning("%d paths appear in more than one committed chunk (e.g. %s)",
                        len(ledger.duplicates), next(iter(ledger.duplicates)))
-    todo = [p for p in mine if p not in ledger.done]
+    todo = [p for p in mine if display_path(p) not in ledger.done]
+    unrecorded = [s for s in skipped if cfg.shard.owns(s.rel) and display_path(s.rel) not in ledger.done]
     summary = Summary(listed=len(paths), ignored=ignored, in_shard=len(mine),
-                      skipped_done=len(mine) - len(todo))
-    return Plan(todo, summary, ledger.next_seq.get(cfg.shard.label, 0))
+                      skipped_done=len(mine) - len(todo), unscorable=len(unrecorded))
+    return Plan(todo, summary, ledger.next_seq.get(cfg.shard.label, 0), unrecorded)
+
+
+def record_skipped(cfg: RunConfig, work: Plan) -> None:
+    """Commit one error record per entry that cannot be scored (before any scoring)."""
+    if not work.skipped:
+        return
+    for entry in work.skipped:
+        logger.warning("not scorable: %s: %s", display_path(entry.rel), entry.message)
+    records = [Record.failed(display_path(s.rel), s.error_type, s.message) for s in work.skipped]
+    ChunkWriter(cfg.dest, cfg.shard, cfg.fmt, work.next_seq).commit(records)
+    work.next_seq += 1
+    work.summary.failed += len(records)
+    work.summary.chunks += 1
 
 
 async def score_all(cfg: RunConfig, engine: Engine, todo: list[str], writer: ChunkWriter,
@@ -105,9 +120,21 @@ async def score_all(cfg: RunConfig, engine: Engine, todo: list[str], writer: Chu
     sem = asyncio.Semaphore(cfg.in_flight)
     tasks: set[asyncio.Task[None]] = set()
 
+    write_error: OutputWriteError | None = None
+
+    def cannot_write(exc: OutputWriteError) -> None:
+        nonlocal write_error
+        if write_error is None:
+            write_error = exc
+            summary.stopped = f"{exc}; fix that and re-run the same command to resume"
+        stop.set()
+
     def commit() -> None:
-        if buffer:
-            writer.commit(sorted(buffer, key=lambda r: r.path))
+        if buffer and write_error is None:
+            try:
+                writer.commit(sorted(buffer, key=lambda r: r.path))
+            except OutputWriteError as exc:
+                cannot_write(exc)  # the buffer is not committed: a re-run scores those images again
             buffer.clear()
 
     async def one(rel: str) -> None:
@@ -117,6 +144,9 @@ async def score_all(cfg: RunConfig, engine: Engine, todo: list[str], writer: Chu
             if summary.stopped is None:
                 summary.stopped = f"remote failure: {exc}; re-run the same command to resume"
             stop.set()
+            return
+        except OutputWriteError as exc:
+            cannot_write(exc)
             return
         finally:
             sem.release()
@@ -151,7 +181,9 @@ async def score_all(cfg: RunConfig, engine: Engine, todo: list[str], writer: Chu
         commit()
         progress.close()
         io.shutdown(wait=True)
-        summary.chunks = writer.committed_files
+        summary.chunks += writer.committed_files
+    if write_error is not None:
+        raise write_error
 
 
 def _install_stop_handlers(stop: asyncio.Event, summary: Summary) -> list[signal.Signals]:
@@ -181,8 +213,9 @@ def shard_work(cfg: RunConfig, engine_name: str = "") -> Iterator[Plan]:
         check_job(cfg.dest, cfg.job)
         work = plan(cfg)
         summary = work.summary
-        logger.info("shard %s%s: %d images, %d already done, %d to score", cfg.shard, engine_name,
-                    summary.in_shard, summary.skipped_done, len(work.todo))
+        logger.info("shard %s%s: %d images, %d already done, %d to score, %d not scorable", cfg.shard,
+                    engine_name, summary.in_shard, summary.skipped_done, len(work.todo), len(work.skipped))
+        record_skipped(cfg, work)
         yield work
 
 

@@ -12,7 +12,7 @@ from ..errors import VisionGateError
 from .engines import Engine
 from .records import Record
 from .retry import RetryPolicy, with_retries
-from .sources import read_image
+from .sources import display_path, read_image
 from .writers import save_output_image
 
 logger = logging.getLogger("visiongate.batch")
@@ -39,8 +39,10 @@ async def score_path(ctx: ScoreContext, rel: str) -> Record:
 
     Per-image failures (bad file, 4xx, a model failing on it) come back as an error record.
     ``RetriesExhausted`` propagates: the remote side is down, and the run must stop without
-    recording this image, so that a re-run scores it.
+    recording this image, so that a re-run scores it; so does ``OutputWriteError`` (the output
+    image could not be written).
     """
+    shown = display_path(rel)
     loop = asyncio.get_running_loop()
     try:
         data = await loop.run_in_executor(ctx.io, read_image, ctx.source, rel, ctx.max_file_bytes)
@@ -50,11 +52,12 @@ async def score_path(ctx: ScoreContext, rel: str) -> Record:
             if ctx.images_dir is None:
                 raise VisionGateError("the engine returned an image but no output folder is set")
             out = await loop.run_in_executor(ctx.io, save_output_image, ctx.images_dir, rel, scored.image_png)
-            result = {**result, "output": out.relative_to(ctx.dest).as_posix() if ctx.dest else str(out)}
+            result = {**result, "output": display_path(out.relative_to(ctx.dest).as_posix() if ctx.dest
+                                                       else str(out))}
     except VisionGateError as exc:
-        return Record.failed(rel, exc.type, exc.message)
+        return Record.failed(shown, exc.type, exc.message)
     except (NotImplementedError, ValueError, TypeError, KeyError, OSError) as exc:
         # a bug or an unexpected engine answer: record it on this image and go on
-        logger.exception("unexpected error on %s", rel)
-        return Record.failed(rel, "InternalError", f"{type(exc).__name__}: {exc}")
-    return Record.ok(rel, result)
+        logger.exception("unexpected error on %s", shown)
+        return Record.failed(shown, "InternalError", f"{type(exc).__name__}: {exc}")
+    return Record.ok(shown, result)

@@ -42,5 +42,6 @@ class Shard:
 
 
 def shard_of(rel: str, count: int) -> int:
-    digest = hashlib.blake2b(rel.encode("utf-8"), digest_size=8).digest()
+    # a name that is not UTF-8 arrives with surrogate escapes (os.fsdecode): hash its real bytes
+    digest = hashlib.blake2b(rel.encode("utf-8", "surrogateescape"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % count

@@ -15,8 +15,8 @@ from ..inference import DetectOptions, InferenceService
 from ..repository import Task
 from ..vision.encode import encode
 
-CliTask = Literal["classify", "detect", "super-resolve"]
-CLI_TASKS: tuple[CliTask, ...] = ("classify", "detect", "super-resolve")
+CliTask = Literal["classify", "detect", "super-resolve", "segment"]
+CLI_TASKS: tuple[CliTask, ...] = ("classify", "detect", "super-resolve", "segment")
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,26 @@ async def call_service(service: InferenceService, opts: TaskOptions, data: bytes
         (det,) = await service.detect([data], opts.model, DetectOptions(score_threshold=opts.score_threshold),
                                       opts.version)
         return Scored(det.model_dump(mode="json"))
+    if opts.task == "segment":
+        return await _segment(service, opts, data)
     sr = await service.super_resolve(data, opts.model, opts.version)
     png = await service.run_blocking(encode, sr.pixels, "png")
     h, w = sr.pixels.shape[:2]
     return Scored(sr_result(sr.model, sr.version, sr.scale, sr.input_size, (w, h)), image_png=png)
+
+
+async def _segment(service: InferenceService, opts: TaskOptions, data: bytes) -> Scored:
+    """Segment records hold COCO RLE: per instance (as /v1/segment answers), or per class present
+    for semantic models (``masks``: label -> RLE of that class in the class map)."""
+    from ..segmentation import Segmenter, SegmentOptions
+    from ..vision.masks import encode_rle
+
+    options = SegmentOptions(score_threshold=opts.score_threshold)
+    (seg,) = await Segmenter(service).segment_full([data], opts.model, options, opts.version)
+    record = seg.result.model_dump(mode="json", exclude_none=True)
+    if seg.class_ids is not None:
+        record.pop("class_map", None)
+        ids = seg.class_ids
+        record["masks"] = {c["label"]: await service.run_blocking(encode_rle, ids == c["class_id"])
+                           for c in record["classes"]}
+    return Scored(record)

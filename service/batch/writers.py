@@ -8,6 +8,7 @@ downstream job) therefore never sees half a chunk.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -41,8 +42,19 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through a temp file + fsync + rename; a crash leaves only a ``.*.tmp`` file."""
+class OutputWriteError(Exception):
+    """A result file could not be written (disk full, read-only, quota, file size limit, I/O error).
+    Not an image's fault: the run stops, and a re-run resumes once the cause is fixed."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        super().__init__(f"could not write {path}: {exc.strerror or exc}")
+        self.path = path
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` through a temp file + fsync + rename; a crash leaves only a ``.*.tmp`` file.
+
+    Raises ``OutputWriteError`` when the file system refuses (the temp file is removed)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
     try:
         with open(tmp, "wb") as fh:
@@ -50,10 +62,13 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputWriteError(path, exc) from exc
         raise
-    fsync_dir(path.parent)
 
 
 def encode_jsonl(records: Iterable[Record]) -> bytes:
@@ -108,6 +123,9 @@ def image_output_path(images_root: Path, rel: str) -> Path:
 
 def save_output_image(images_root: Path, rel: str, png: bytes) -> Path:
     path = image_output_path(images_root, rel)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(path.parent, exc) from exc
     atomic_write(path, lambda fh: fh.write(png))
     return path

@@ -3,7 +3,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const ENDPOINT = { classify: "/v1/classify", detect: "/v1/detect", super_resolve: "/v1/super-resolve" };
+const ENDPOINT = { classify: "/v1/classify", detect: "/v1/detect", super_resolve: "/v1/super-resolve",
+  segment: "/v1/segment" };
 const PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"];
 let models = [];
 let lastFile = null;
@@ -59,7 +60,7 @@ async function errorText(response) {
 }
 
 function hideResults() {
-  for (const id of ["labels", "canvas", "compare"]) $(id).hidden = true;
+  for (const id of ["labels", "canvas", "compare", "masks"]) $(id).hidden = true;
   $("timing").textContent = "";
 }
 
@@ -109,6 +110,13 @@ async function showDetections(file, result) {
   canvas.hidden = false;
 }
 
+function showMasks(painted) {
+  // the gateway paints the masks and the legend (annotated=true): show that image as it is
+  const img = $("masks");
+  img.src = URL.createObjectURL(painted);
+  img.hidden = false;
+}
+
 function showComparison(file, upscaled) {
   const after = $("after");
   const before = $("before");
@@ -136,6 +144,7 @@ async function run(file) {
   const params = new URLSearchParams({ model: model.name });
   if (model.task === "classify") params.set("top_k", $("topk").value || "5");
   if (model.task === "detect") params.set("score_threshold", $("threshold").value);
+  if (model.task === "segment") params.set("annotated", "true");
   const started = performance.now();
   let response;
   try {
@@ -155,6 +164,7 @@ async function run(file) {
   }
   if (model.task === "classify") showLabels(await response.json());
   else if (model.task === "detect") await showDetections(file, await response.json());
+  else if (model.task === "segment") showMasks(await response.blob());
   else showComparison(file, await response.blob());
   const size = response.headers.get("X-Output-Size");
   setStatus(`${file.name}: done.`);

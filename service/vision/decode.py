@@ -1,19 +1,26 @@
 """Bytes -> RGB ``uint8`` array ``[H, W, 3]``, with limits checked before any pixel is decoded.
 
+Only the formats named by the caller are opened (Pillow's ``formats=``): every other Pillow
+decoder (EPS, which runs Ghostscript, and a dozen rarer ones) stays unreachable from a request.
 EXIF orientation is applied. Every Pillow mode becomes RGB the same way every time: alpha is
 composited over white, 16/32-bit integer images are scaled down from their full range, float images
 are read as [0, 1]. For JPEG the decoder may downscale in the DCT domain (``draft``) when the caller
-says how small the image may get, which is 3-5x cheaper than a full decode (notes/performance.md).
+says how small the image may get, which measured 3-5x cheaper than a full decode.
 """
 
 from __future__ import annotations
 
 import io
+import re
+from collections.abc import Callable, Sequence
 
 import numpy as np
-from collections.abc import Callable
-
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: the formats decoded unless the caller names others (Pillow's format names)
+DEFAULT_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLE_FORMAT = 258, 339
+_BOMB_SIZE = re.compile(r"\((\d+) pixels\)")
 
 #: The modes a decoded image may carry alpha in
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -26,9 +33,16 @@ class DecodeError(ValueError):
 class TooManyPixels(ValueError):
     """The image header declares more pixels than allowed."""
 
-    def __init__(self, width: int, height: int, limit: int) -> None:
-        size = f"{width}x{height} = {width * height} pixels" if width else "far more pixels than that"
-        super().__init__(f"image is {size}; the limit is {limit} pixels")
+    def __init__(self, width: int, height: int, limit: int, pixels: int | None = None) -> None:
+        if width:
+            text = f"image is {width}x{height} = {width * height} pixels; the limit is {limit} pixels"
+        elif pixels is not None and pixels > limit:
+            text = f"image is {pixels} pixels; the limit is {limit} pixels"
+        else:
+            # the caller's limit is above Pillow's own decompression-bomb guard, which still refuses
+            size = f"{pixels} pixels" if pixels is not None else "its size"
+            text = f"image is refused by the decoder's decompression-bomb guard ({size}), whatever the limit"
+        super().__init__(text)
         self.width, self.height, self.limit = width, height, limit
 
 
@@ -43,10 +57,10 @@ class DecodedImage:
     (measured: about 0.3 ms of a 12.6 ms classify on one core). ``pixels`` is whichever exists.
     """
 
-    __slots__ = ("_rgb", "_image", "original_size", "alpha", "format")
+    __slots__ = ("_image", "_rgb", "alpha", "format", "original_size")
 
     def __init__(self, rgb: np.ndarray | None = None, original_size: tuple[int, int] = (0, 0),
-                 alpha: np.ndarray | None = None, format: str | None = None,  # noqa: A002
+                 alpha: np.ndarray | None = None, format: str | None = None,
                  image: Image.Image | None = None) -> None:
         if (rgb is None) == (image is None):
             raise ValueError("give exactly one of rgb (an array) or image (an RGB Pillow image)")
@@ -68,20 +82,21 @@ class DecodedImage:
         return self._image if self._image is not None else self._rgb  # type: ignore[return-value]
 
 
-def open_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Open lazily and check the pixel limit from the header alone."""
+def open_image(data: bytes, max_pixels: int, formats: Sequence[str] = DEFAULT_FORMATS) -> Image.Image:
+    """Open lazily (only ``formats``) and check the pixel limit from the header alone."""
     if not data:
         raise DecodeError("the body is empty; send image bytes")
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=list(formats))
     # Pillow's own bomb guard fires above ~89 MP (an error past 2x that, a warning below, raised as
     # an error where warnings are errors); both mean "too many pixels". Filters are process-global,
     # so they are not touched here (decoding runs on many threads).
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise TooManyPixels(0, 0, max_pixels) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        found = _BOMB_SIZE.search(str(exc))
+        raise TooManyPixels(0, 0, max_pixels, int(found.group(1)) if found else None) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError) as exc:
         raise DecodeError("the body is not an image in a format we can read "
-                          "(JPEG, PNG, WebP, BMP, TIFF, GIF)") from exc
+                          f"({', '.join(formats)})") from exc
     width, height = img.size
     if width * height > max_pixels:
         raise TooManyPixels(width, height, max_pixels)
@@ -98,10 +113,7 @@ def _to_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         arr = np.asarray(img, dtype=np.uint16)
         return np.repeat((arr >> 8).astype(np.uint8)[..., None], 3, axis=2), None
     if img.mode == "I":
-        arr = np.asarray(img, dtype=np.int64)
-        # PNG 16-bit greyscale opens as "I" holding 0..65535
-        scaled = np.clip(arr, 0, 65535) >> 8
-        return np.repeat(scaled.astype(np.uint8)[..., None], 3, axis=2), None
+        return np.repeat(_scale_int32(img)[..., None], 3, axis=2), None
     if img.mode == "F":
         arr = np.clip(np.nan_to_num(np.asarray(img, dtype=np.float32)), 0.0, 1.0)
         grey = np.round(arr * 255.0).astype(np.uint8)
@@ -117,42 +129,78 @@ def _to_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray(img), None
 
 
+def _scale_int32(img: Image.Image) -> np.ndarray:
+    """A mode "I" image to ``uint8 [H, W]``, from the full range of the bits the file declares.
+
+    PNG 16-bit greyscale opens as "I" holding 0..65535; a 32-bit TIFF holds int32 (SampleFormat 2)
+    or uint32 (SampleFormat 1, which Pillow stores wrapped into int32).
+    """
+    arr = np.asarray(img)
+    tags = getattr(img, "tag_v2", None)
+    if tags is not None and _first(tags.get(_TIFF_BITS_PER_SAMPLE)) == 32:
+        if _first(tags.get(_TIFF_SAMPLE_FORMAT)) == 2:
+            signed: np.ndarray = (np.clip(arr, 0, None) >> 23).astype(np.uint8)
+            return signed
+        unsigned: np.ndarray = (arr.astype(np.int32).view(np.uint32) >> 24).astype(np.uint8)
+        return unsigned
+    scaled: np.ndarray = (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
+    return scaled
+
+
+def _first(value: object) -> object:
+    """A TIFF tag's first value (Pillow gives per-sample tags as tuples)."""
+    return value[0] if isinstance(value, tuple) and value else value
+
+
 #: given the upright (width, height), the smallest (width, height) the decoder may shrink to
 ShrinkLimit = Callable[[int, int], tuple[int, int] | None]
 
 
 def decode(data: bytes, max_pixels: int, shrink_limit: ShrinkLimit | None = None,
-           keep_alpha: bool = False) -> DecodedImage:
+           keep_alpha: bool = False, formats: Sequence[str] = DEFAULT_FORMATS) -> DecodedImage:
     """Decode image bytes.
 
     ``shrink_limit``: lets the decoder shrink a JPEG in the DCT domain as long as the upright
     result stays at least as large as it says; ``None`` always decodes at full size.
+    ``formats``: the Pillow formats that may be opened (others are a ``DecodeError``).
     """
-    img = open_image(data, max_pixels)
+    img = open_image(data, max_pixels, formats)
     fmt = img.format
     try:
         orientation = img.getexif().get(0x0112, 1)
     except Exception:  # a broken EXIF block should not cost the image  # noqa: BLE001
         orientation = 1
-    full_w, full_h = img.size
-    if orientation in (5, 6, 7, 8):  # EXIF rotates by 90 degrees: width and height swap
-        full_w, full_h = full_h, full_w
-    limit = shrink_limit(full_w, full_h) if shrink_limit is not None and fmt == "JPEG" else None
+    full_size: tuple[int, int] | None = None  # known before loading only where a shrink needs it
+    limit = None
+    if shrink_limit is not None and fmt == "JPEG":
+        upright = _upright_size(img.size, orientation)
+        limit = shrink_limit(*upright)
     if limit is not None:
+        full_size = upright
         need_w, need_h = limit
         if orientation in (5, 6, 7, 8):
             need_w, need_h = need_h, need_w
         img.draft("RGB", (max(1, need_w), max(1, need_h)))
     try:
         img.load()  # truncated files fail here (Pillow's LOAD_TRUNCATED_IMAGES stays False)
+        # TIFF applies its orientation itself while loading (and drops the tag); exif_transpose
+        # then reads orientation 1 and leaves the pixels alone
         if orientation != 1:
             img = ImageOps.exif_transpose(img)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DecodeError(f"the image could not be decoded (truncated or corrupt): {exc}") from exc
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
+    # Without a DCT shrink the loaded, transposed image is the upright original: its size is the
+    # truth, whatever the format did with the orientation tag.
+    full_w, full_h = full_size if full_size is not None else img.size
     if img.mode == "RGB":  # the common case (JPEG): stay a Pillow image until an array is needed
         return DecodedImage(image=img, original_size=(full_w, full_h), format=fmt)
     rgb, alpha = _to_rgb(img)
     return DecodedImage(rgb=np.ascontiguousarray(rgb), original_size=(full_w, full_h),
                         alpha=alpha if keep_alpha else None, format=fmt)
+
+
+def _upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """(width, height) once a JPEG's EXIF orientation is applied (5-8 turn it by 90 degrees)."""
+    return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size

@@ -91,7 +91,8 @@ def stitch(tiles: np.ndarray, plan: TilePlan, scale: int) -> np.ndarray:
 
 def to_pixels(output: np.ndarray) -> np.ndarray:
     """SR model output (float 0..255, any shape) -> ``uint8``, rounded and clamped."""
-    return np.clip(np.rint(output), 0, 255).astype(np.uint8)
+    pixels: np.ndarray = np.clip(np.rint(output), 0, 255).astype(np.uint8)
+    return pixels
 
 
 def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,9 +18,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.fetch import address_allowed, fetch_image, host_allowed
-from service.api.images import _b64
+from service.api.images import IMAGE_REQUEST_BODY, _b64
+from service.api.json_body import load_json
 from service.app import create_app
 from service.errors import BodyTooLarge, InvalidArgument
+from service.schemas import document_limits
 from service.settings import Settings
 
 CAT_IDS = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
@@ -37,7 +40,7 @@ class PhotoServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 if self.path == "/chelsea.jpg":
                     self._send(200, photo_bytes, "image/jpeg")
                 elif self.path == "/big":
@@ -231,3 +234,102 @@ def test_allowlist_matching_rules() -> None:
     for private in ("10.0.0.5", "192.168.1.1", "127.0.0.1", "169.254.169.254", "::1", "fe80::1", "0.0.0.0"):
         assert not address_allowed(ipaddress.ip_address(private), ["example.com"]), private
     assert address_allowed(ipaddress.ip_address("10.0.0.5"), ["10.0.0.0/8"])
+
+
+# --- hostile JSON -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, fragment", [
+    ('{"image":' + "[" * 1100 + "]" * 1100 + "}", "nested too deeply; the limit is 64 levels"),
+    ('{"images":' + "[" * 70 + "]" * 70 + "}", "nested too deeply"),
+    ('{"image":' + "9" * 5000 + "}", "cannot be parsed"),
+    ('{"image": "AAAA"', "cannot be parsed"),
+    ("\xff\xfe", "cannot be parsed"),
+])
+def test_hostile_json_bodies_are_400_not_500(api: TestClient, body: str, fragment: str) -> None:
+    r = api.post("/v1/classify", content=body.encode("latin-1"), headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "InvalidArgument" and fragment in r.json()["error"]["message"]
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    doc = load_json(b'{"url": "http://x/' + b"[" * 500 + b'\\"{{{{"}', max_depth=4)
+    assert doc == {"url": "http://x/" + "[" * 500 + '"{{{{'}
+
+
+# --- malformed URLs, ports, and the gateway itself ------------------------------------------------------
+
+@pytest.mark.parametrize("url, fragment", [
+    ("http://[::1/", "malformed"),
+    ("http://127.0.0.1:99999/", "malformed"),
+    ("http://127.0.0.1:0/x", "port 0"),
+    ("  http://127.0.0.1/chelsea.jpg", "whitespace or control characters"),
+    ("http://127.0.0.1/chelsea.jpg\r\nX-Injected: 1", "whitespace or control characters"),
+    ("http://127.0.0.1/\tchelsea.jpg", "whitespace or control characters"),
+    ("http://" + "a" * 5000 + ".example/", "characters long"),
+    ("http://\udc80.example/x", "not on this gateway's URL allowlist"),
+])
+def test_malformed_urls_are_400_with_the_allowlist_on(api: TestClient, url: str, fragment: str) -> None:
+    r = api.post("/v1/classify", content=json.dumps({"url": url}).encode(),
+                 headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert fragment in r.json()["error"]["message"]
+
+
+def test_an_allowlist_entry_with_a_port_allows_that_port_only(photos: PhotoServer) -> None:
+    port = int(photos.base.rsplit(":", 1)[1])
+    settings = Settings(url_fetch_allowlist=[f"127.0.0.1:{port}"], url_fetch_timeout_s=2.0)
+    assert asyncio.run(fetch_image(f"{photos.base}/chelsea.jpg", settings))[:2] == b"\xff\xd8"
+    with pytest.raises(InvalidArgument, match="not on this gateway's URL allowlist"):
+        asyncio.run(fetch_image(f"http://127.0.0.1:{port + 1}/chelsea.jpg", settings))
+    # ...and a redirect to another port of the same address is refused like any other host
+    with pytest.raises(InvalidArgument, match=f"port {port + 1}"):
+        asyncio.run(fetch_image(f"{photos.base}/go?to=http://127.0.0.1:{port + 1}/metrics", settings))
+
+
+def test_the_gateway_never_fetches_from_itself(photos: PhotoServer) -> None:
+    """Pretend the photo server is the gateway: same host and port as the settings say."""
+    port = int(photos.base.rsplit(":", 1)[1])
+    for host in ("127.0.0.1", "0.0.0.0"):
+        settings = Settings(host=host, port=port, url_fetch_allowlist=["127.0.0.0/8"], url_fetch_timeout_s=2.0)
+        with pytest.raises(InvalidArgument, match="points at this gateway itself"):
+            asyncio.run(fetch_image(f"{photos.base}/chelsea.jpg", settings))
+    other = Settings(host="127.0.0.1", port=port + 1, url_fetch_allowlist=["127.0.0.0/8"])
+    assert asyncio.run(fetch_image(f"{photos.base}/chelsea.jpg", other))[:2] == b"\xff\xd8"
+
+
+def test_allowlist_entries_parse_names_networks_and_ports() -> None:
+    assert host_allowed("images.example.com", ["*.example.com:443"], 443)
+    assert not host_allowed("images.example.com", ["*.example.com:443"], 80)
+    assert host_allowed("::1", ["[::1]:8080"], 8080) and not host_allowed("::1", ["[::1]:8080"], 9090)
+    assert host_allowed("10.1.2.3", ["10.0.0.0/8:80"], 80) and not host_allowed("10.1.2.3", ["10.0.0.0/8:80"], 81)
+    assert host_allowed("fd00::5", ["fd00::/8"], 1234)
+    for broken in ("[::1", "host:99999", "two words", "a:b:c:d:e:f:g:h:i"):
+        assert not host_allowed("host", [broken], 80), broken
+
+
+# --- the OpenAPI schema states the limits --------------------------------------------------------------
+
+def test_the_openapi_schema_states_every_task_route_limit(repository: Path) -> None:
+    settings = Settings(repository=repository, max_top_k=7, max_images_per_request=3, max_body_bytes=12345)
+    app = create_app(settings)
+    document_limits(app, settings)
+    document_limits(app, settings)  # twice changes nothing
+    with TestClient(app) as client:
+        schema = client.get("/openapi.json").json()
+    classify = schema["paths"]["/v1/classify"]["post"]
+    top_k = next(p for p in classify["parameters"] if p["name"] == "top_k")
+    assert top_k["schema"]["minimum"] == 1 and top_k["schema"]["maximum"] == 7
+    for path, most in (("/v1/classify", 3), ("/v1/detect", 3), ("/v1/super-resolve", 1)):
+        body = schema["paths"][path]["post"]["requestBody"]
+        assert body["x-max-bytes"] == 12345
+        variants = body["content"]["application/json"]["schema"]["oneOf"]
+        assert sorted(v["required"][0] for v in variants) == ["image", "images", "url", "urls"]
+        lists = [v["properties"][v["required"][0]] for v in variants if v["required"][0].endswith("s")]
+        assert all(a["minItems"] == 1 and a["maxItems"] == most for a in lists), path
+    # the module's own schema is not changed by one app's settings
+    assert "maxItems" not in json.dumps(IMAGE_REQUEST_BODY)
+
+
+def test_a_body_with_two_keys_is_what_the_schema_refuses_too(api: TestClient) -> None:
+    r = api.post("/v1/classify", json={"image": "AAAA", "images": ["AAAA"]})
+    assert r.status_code == 400 and "exactly one of" in r.json()["error"]["message"]

@@ -7,14 +7,18 @@ each answer is compared with Starlette's own multipart parser on the same bytes.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import aiohttp
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from starlette.requests import Request
 
 from service.api.images import IMAGE_FIELDS
 from service.api.multipart import single_file
+from service.app import create_app
+from service.settings import Settings
 
 # bytes that look like multipart syntax inside the file must not end the part early
 PAYLOAD = b"\xff\xd8\xff\xe0 jpeg-ish \r\n--not-the-boundary\r\n\r\n more \xff\xd9"
@@ -92,3 +96,25 @@ def test_one_file_is_taken_whole_and_equals_the_general_parser(content_type: str
 ])
 def test_anything_but_one_plain_file_goes_to_the_general_parser(why: str, content_type: str, body: bytes) -> None:
     assert single_file(body, content_type, IMAGE_FIELDS) is None, why
+
+
+PREAMBLE = b"This is the preamble.  It is to be ignored, though it\r\nis a handy place for mail composers.\r\n"
+
+
+def test_an_rfc_2046_preamble_is_ignored_by_the_fast_path() -> None:
+    content_type, body = httpx_body([("file", ("photo.jpg", PAYLOAD, "image/jpeg"))])
+    assert single_file(PREAMBLE + body + b"an epilogue, ignored too\r\n", content_type, IMAGE_FIELDS) == PAYLOAD
+
+
+def test_a_preamble_is_ignored_by_the_gateway_for_one_file_and_for_several(
+        repository: Path, chelsea_jpeg: bytes, coffee_jpeg: bytes) -> None:
+    one_type, one = httpx_body([("file", ("b.jpg", coffee_jpeg, "image/jpeg"))])
+    two_type, two = httpx_body([("file", ("a.jpg", chelsea_jpeg, "image/jpeg")),
+                                ("file", ("b.jpg", coffee_jpeg, "image/jpeg"))])
+    with TestClient(create_app(Settings(repository=repository, inference_workers=1))) as client:
+        single = client.post("/v1/classify", content=PREAMBLE + one, headers={"content-type": one_type})
+        several = client.post("/v1/classify", content=PREAMBLE + two, headers={"content-type": two_type})
+    assert single.status_code == 200, single.text
+    assert single.json()["predictions"][0]["label"] == "espresso"
+    assert several.status_code == 200, several.text
+    assert [r["predictions"][0]["label"] for r in several.json()][1] == "espresso"

@@ -84,10 +84,14 @@ def test_every_post_documents_its_request_body(schema: dict[str, Any]) -> None:
     posts = [(path, op) for method, path, op in operations(schema) if method == "post"]
     assert len(posts) >= 3
     for path, op in posts:
+        if path.startswith("/v2/repository/models/"):
+            continue  # load and unload take no body in the protocol
         content = op.get("requestBody", {}).get("content", {})
         assert content, f"POST {path} documents no request body"
         if path.startswith("/v1/"):
             assert {"image/jpeg", "multipart/form-data", "application/json"} <= set(content), path
+        elif path == "/v2/repository/index":
+            assert "application/json" in content
         else:
             assert {"application/json", "application/octet-stream"} <= set(content), path
 

@@ -153,12 +153,38 @@ async def test_time_a_request_already_waited_counts_against_max_wait() -> None:
         await taken(started)
         queued = asyncio.ensure_future(batcher.submit(one(), 5))
         await asyncio.sleep(0.01)
-        batcher.admit(1, 5)  # a fresh request is admitted
+        batcher.reserve(1, 5).release()  # a fresh request is admitted
         waited["s"] = 0.2
         with pytest.raises(Overloaded):
-            batcher.admit(1, 5)  # one that waited 0.2 s already is not
+            batcher.reserve(1, 5)  # one that waited 0.2 s already is not
         gate.set()
         await asyncio.gather(running, queued)
     finally:
         gate.set()
         batcher.close()
+
+
+async def test_work_whose_request_timed_out_leaves_the_queue_and_stops_counting() -> None:
+    """A 504 frees its place at once: the abandoned items neither run nor make admission refuse
+    the requests behind them (a timed-out large super-resolve used to keep SR refused for seconds)."""
+    gate, seen = threading.Event(), []
+    started = threading.Event()
+    batcher = Batcher("m", gated(gate, seen, started), workers=1, max_batch=1, delay_s=0, max_queue=10)
+    try:
+        running = asyncio.ensure_future(batcher.submit(one(), 5))
+        await taken(started)
+        abandoned = [asyncio.ensure_future(batcher.submit(one(), 0.05)) for _ in range(4)]
+        await asyncio.sleep(0.01)
+        assert batcher.depth == 5
+        for call in abandoned:
+            with pytest.raises(DeadlineExceeded):
+                await call
+        assert batcher.depth == 1  # only the one inside the model
+        assert batcher.expected_wait_s() == pytest.approx(batcher.expected_wait_s(0))
+        gate.set()
+        await running
+        await asyncio.sleep(0.05)
+    finally:
+        gate.set()
+        batcher.close()
+    assert seen == [1]  # none of the timed-out items reached the model

@@ -15,7 +15,7 @@ from service.backends.triton import TritonBackend
 from service.errors import InvalidArgument, ModelNotFound
 from service.inference import prepare
 from service.settings import Settings
-from support import encode, photo
+from support import encode, photo, run_model
 
 MODEL = "efficientnet_lite0"
 
@@ -55,7 +55,7 @@ async def test_is_a_backend_and_ready_with_the_classifier(backend: Backend) -> N
 
 
 async def test_infer_returns_every_output_with_the_batch_axis(backend: Backend) -> None:
-    out = await backend.infer(MODEL, {"image": batch(backend, "chelsea", "coffee")})
+    out = await run_model(backend, MODEL, {"image": batch(backend, "chelsea", "coffee")})
     assert set(out) == {"logits"} and out["logits"].shape == (2, 1000) and out["logits"].dtype == np.float32
     assert out["logits"][0].argmax() in (281, 282, 285) and out["logits"][1].argmax() == 967
 
@@ -63,7 +63,7 @@ async def test_infer_returns_every_output_with_the_batch_axis(backend: Backend) 
 async def test_a_batch_over_max_batch_size_is_split_and_kept_in_order(backend: Backend) -> None:
     images = batch(backend, "chelsea", "coffee")
     many = np.concatenate([images] * 5)  # 10 > max_batch_size 8
-    out = await backend.infer(MODEL, {"image": many})
+    out = await run_model(backend, MODEL, {"image": many})
     assert out["logits"].shape == (10, 1000)
     assert list(out["logits"].argmax(axis=1) == 967) == [False, True] * 5
 
@@ -72,9 +72,9 @@ async def test_unknown_model_is_not_found(backend: Backend) -> None:
     with pytest.raises(ModelNotFound):
         backend.describe("no_such_model")
     with pytest.raises(ModelNotFound):
-        await backend.infer("no_such_model", {"image": np.zeros((1, 224, 224, 3), np.uint8)})
+        await run_model(backend, "no_such_model", {"image": np.zeros((1, 224, 224, 3), np.uint8)})
 
 
 async def test_wrong_input_name_is_the_callers_fault(backend: Backend) -> None:
     with pytest.raises(InvalidArgument):
-        await backend.infer(MODEL, {"pixels": np.zeros((1, 224, 224, 3), np.uint8)})
+        await run_model(backend, MODEL, {"pixels": np.zeros((1, 224, 224, 3), np.uint8)})

@@ -11,8 +11,10 @@ import pytest
 
 from service import pbtxt
 from service.backends.onnxruntime import OnnxRuntimeBackend
-from service.errors import InvalidArgument, ModelNotFound
+from service.errors import InvalidArgument, ModelNotReady, ModelNotFound
 from service.settings import Settings
+
+from support import run_model
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ def test_newest_version_is_served_by_default(two_version_repo: Path) -> None:
         await backend.start()
         try:
             spec = backend.describe("lite0")
-            out = await backend.infer("lite0", {"image": np.zeros((3, 224, 224, 3), np.uint8)})
+            out = await run_model(backend, "lite0", {"image": np.zeros((3, 224, 224, 3), np.uint8)})
             return spec.versions, out
         finally:
             await backend.close()
@@ -63,9 +65,9 @@ def test_version_policy_all_loads_every_version(two_version_repo: Path) -> None:
         backend = OnnxRuntimeBackend(Settings(repository=two_version_repo))
         await backend.start()
         try:
-            await backend.infer("lite0", {"image": np.zeros((1, 224, 224, 3), np.uint8)}, version=1)
+            await run_model(backend, "lite0", {"image": np.zeros((1, 224, 224, 3), np.uint8)}, version=1)
             with pytest.raises(ModelNotFound):
-                await backend.infer("lite0", {"image": np.zeros((1, 224, 224, 3), np.uint8)}, version=2)
+                await run_model(backend, "lite0", {"image": np.zeros((1, 224, 224, 3), np.uint8)}, version=2)
             return backend.describe("lite0").versions
         finally:
             await backend.close()
@@ -80,8 +82,8 @@ def test_a_request_bigger_than_max_batch_size_is_split_and_reassembled(repositor
         try:
             rng = np.random.default_rng(0)
             x = rng.integers(0, 255, (11, 224, 224, 3), dtype=np.uint8)
-            whole = (await backend.infer("efficientnet_lite0", {"image": x}))["logits"]
-            one = (await backend.infer("efficientnet_lite0", {"image": x[7:8]}))["logits"]
+            whole = (await run_model(backend, "efficientnet_lite0", {"image": x}))["logits"]
+            one = (await run_model(backend, "efficientnet_lite0", {"image": x[7:8]}))["logits"]
             assert np.allclose(whole[7], one[0], atol=1e-4)
             return whole
         finally:
@@ -101,11 +103,14 @@ def test_wrong_input_names_and_a_broken_model_are_clear(repository: Path, tmp_pa
         await backend.start()
         try:
             with pytest.raises(InvalidArgument, match="takes inputs"):
-                await backend.infer("efficientnet_lite0", {"pixels": np.zeros((1, 224, 224, 3), np.uint8)})
+                await run_model(backend, "efficientnet_lite0", {"pixels": np.zeros((1, 224, 224, 3), np.uint8)})
             assert [m.name for m in backend.models()] == ["efficientnet_lite0"]
-            return backend.load_errors
+            assert not backend.ready()  # readiness "all": a broken model keeps the gateway not ready
+            with pytest.raises(ModelNotReady, match="UNAVAILABLE"):
+                backend.describe("broken")
+            return {s.name: s.reason for s in backend.states() if s.state == "UNAVAILABLE"}
         finally:
             await backend.close()
 
     errors = run(go())
-    assert "task" in errors["broken"]  # one broken model does not take the others down
+    assert "model.onnx" in errors["broken"]  # one broken model does not take the others down

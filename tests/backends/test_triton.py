@@ -23,7 +23,7 @@ from service.errors import (BackendError, BackendUnavailable, DeadlineExceeded, 
                             ModelNotFound, ModelNotReady, Overloaded, ServiceUnavailable)
 from service.inference import InferenceService
 from service.settings import Settings
-from support import GatewayProcess, free_port, photo, wait_ready
+from support import GatewayProcess, free_port, photo, wait_ready, run_model
 from triton_server import TritonServer
 
 PROTOCOLS = ("grpc", "http")
@@ -186,13 +186,13 @@ async def test_unknown_model_and_version_are_not_found(service: InferenceService
     with pytest.raises(ModelNotFound):
         await service.classify([chelsea_jpeg], "efficientnet_lite0", version=7)
     with pytest.raises(ModelNotFound):  # Triton's own NOT_FOUND / 404, past the gateway's cache
-        await service.backend.infer("no_such_model", {"image": np.zeros((1, 224, 224, 3), np.uint8)})
+        await run_model(service.backend, "no_such_model", {"image": np.zeros((1, 224, 224, 3), np.uint8)})
 
 
 @pytest.mark.triton
 async def test_a_wrong_tensor_is_the_callers_fault(service: InferenceService) -> None:
     with pytest.raises(InvalidArgument, match="unexpected shape"):
-        await service.backend.infer("efficientnet_lite0", {"image": np.zeros((1, 10, 10, 3), np.uint8)})
+        await run_model(service.backend, "efficientnet_lite0", {"image": np.zeros((1, 10, 10, 3), np.uint8)})
 
 
 @pytest.mark.triton
@@ -220,8 +220,8 @@ async def test_detect_and_sr_tensors_match_the_embedded_runtime(service: Inferen
     spec = embedded.backend.describe(model)
     image = encode(photo("astronaut")[:96, :128] if spec.task == "super_resolve" else photo("coffee"))
     tensor = prepare(image, spec, embedded.settings).tensor[None]
-    remote = await service.backend.infer(model, {spec.input.name: tensor})
-    local = await embedded.backend.infer(model, {spec.input.name: tensor})
+    remote = await run_model(service.backend, model, {spec.input.name: tensor})
+    local = await run_model(embedded.backend, model, {spec.input.name: tensor})
     assert remote.keys() == local.keys()
     for name in local:  # detect: boxes [1,B,4] + scores [1,B,C]; SR: output [1,2H,2W,3]
         np.testing.assert_allclose(remote[name], local[name], rtol=1e-4, atol=1e-3)
@@ -251,8 +251,6 @@ def gateway_over(url: str, protocol: str, repository: Path) -> Iterator[GatewayP
         raise
     finally:
         proc.stop()
-        assert proc.proc.stdout is not None
-        proc.proc.stdout.close()
 
 
 def eventually(check: object, timeout_s: float = 30.0) -> None:

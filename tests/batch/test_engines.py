@@ -25,7 +25,7 @@ from service.batch.engines import remote_error
 from service.batch.ledger import chunk_files
 from batch_photos import ok, records
 from service.errors import (BackendUnavailable, BadRequest, DeadlineExceeded, InvalidImage, ModelNotFound,
-                            Overloaded, ServiceUnavailable, VisionGateError)
+                            InternalError, Overloaded, ServiceUnavailable)
 from support import encode, free_port, photo
 
 
@@ -50,7 +50,7 @@ def test_answers_from_something_else_than_the_gateway_map_by_status() -> None:
     assert type(remote_error(429, "HTTPError", "slow down", 2)) is ServiceUnavailable
     assert type(remote_error(504, "HTTPError", "<html>Gateway Timeout</html>")) is DeadlineExceeded
     assert type(remote_error(400, "HTTPError", "nope")) is BadRequest
-    assert type(remote_error(500, "InternalError", "boom")) is VisionGateError  # not retried
+    assert type(remote_error(500, "InternalError", "boom")) is InternalError  # not retried
     # a type name that does not match the status is not trusted
     assert type(remote_error(400, "Overloaded", "?")) is BadRequest
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from service.batch.sources import list_images, read_image, sniff
-from service.errors import InvalidImage, PayloadTooLarge
 from support import encode, photo
+
+from service.batch.sources import list_images, read_image
+from service.vision.formats import sniff
+from service.errors import InvalidImage, PayloadTooLarge
 
 
 def test_lists_image_named_files_recursively_sorted_without_hidden_ones(mixed_folder: Path) -> None:
-    paths, ignored = list_images(mixed_folder)
+    paths, ignored, _ = list_images(mixed_folder)
     assert paths == sorted(paths)
     assert paths == ["cats/chelsea.jpg", "corrupt.png", "empty.png", "kitchen/coffee.jpg",
                      "kitchen/deep/camera.webp", "kitchen/deep/rocket.png", "notes.jpg", "truncated.jpg"]
@@ -23,7 +24,7 @@ def test_hidden_folders_are_not_searched(tmp_path: Path) -> None:
     (tmp_path / ".cache").mkdir()
     (tmp_path / ".cache" / "x.jpg").write_bytes(encode(photo("coffee")))
     (tmp_path / "y.JPG").write_bytes(encode(photo("coffee")))
-    assert list_images(tmp_path) == (["y.JPG"], 0)
+    assert list_images(tmp_path) == (["y.JPG"], 0, [])
 
 
 @pytest.mark.parametrize(("fmt", "name"), [("JPEG", "JPEG"), ("PNG", "PNG"), ("GIF", "GIF"), ("BMP", "BMP"),

@@ -147,7 +147,7 @@ def test_service_hpa_and_pdb_all_target_the_gateway_pods(overlay: str) -> None:
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     service = _one(docs, "Service", GATEWAY)
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http"}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http", "grpc"}
     pdb = _one(docs, "PodDisruptionBudget", GATEWAY)
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     hpa = _one(docs, "HorizontalPodAutoscaler", GATEWAY)
@@ -280,7 +280,7 @@ def test_dockerfile_builds_a_non_root_gateway_on_a_configurable_debian_base() ->
     runtime = runtime[:next(i for i, (op, _) in enumerate(runtime[1:], 1) if op == "FROM")]
     ops = dict(runtime)
     assert ops["USER"].split(":")[0] not in {"0", "root"}
-    assert ops["EXPOSE"] == "8080"
+    assert ops["EXPOSE"] == "8080 8081"
     assert "/healthz" in ops["HEALTHCHECK"]
     assert "VISIONGATE_HOST=0.0.0.0" in ops["ENV"] and "VISIONGATE_REPOSITORY=/models" in ops["ENV"]
     assert ops["CMD"] == '["visiongate", "serve"]'

@@ -61,3 +61,38 @@ def test_top_k_is_sorted_and_probabilities_sum_to_one() -> None:
     assert abs(probs.sum() - 1) < 1e-12
     assert [i for i, _ in top_k(probs, 3)] == [1, 3, 2]  # ties broken by the lower id
     assert len(top_k(probs, 10)) == 4
+
+
+def test_gateway_normalisation_in_input_range_units_nhwc_fp16() -> None:
+    # mmdetection style: mean/std in 0..255 units, NHWC, half precision
+    cfg = PreprocessConfig(input_size=(2, 2), layout="NHWC", dtype="float16", normalize=True, pixel_scale=1.0,
+                           mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
+    px = np.full((2, 2, 3), 200, np.uint8)
+    x = to_model_layout(px, cfg)
+    assert x.shape == (2, 2, 3) and x.dtype == np.float16
+    expected = (200 - np.array([123.675, 116.28, 103.53])) / [58.395, 57.12, 57.375]
+    assert np.allclose(x[0, 0], expected, atol=1e-2)
+
+
+def test_plain_pixels_grey_and_uint8_nchw() -> None:
+    px = np.zeros((2, 2, 3), np.uint8)
+    px[..., 1] = 255  # pure green
+    grey_cfg = PreprocessConfig(input_size=(2, 2), layout="NCHW", dtype="float32", channels=1)
+    grey = to_model_layout(px, grey_cfg)
+    assert grey.shape == (1, 2, 2) and np.allclose(grey, 0.587, atol=1e-3)  # luma of green, scaled to [0, 1]
+    u8 = to_model_layout(px, PreprocessConfig(input_size=(2, 2), layout="NCHW", dtype="uint8"))
+    assert u8.shape == (3, 2, 2) and u8.dtype == np.uint8 and u8[1].min() == 255
+
+
+def test_interpolation_and_letterbox_alignment_are_honoured() -> None:
+    from support import photo
+
+    rgb = photo("chelsea")
+    near, _ = preprocess(rgb, PreprocessConfig(input_size=(64, 64), interpolation="nearest"))
+    area, _ = preprocess(rgb, PreprocessConfig(input_size=(64, 64), interpolation="area"))
+    assert set(np.unique(near)) <= set(np.unique(rgb))  # nearest invents no value
+    assert not np.array_equal(near, area)
+    top_left = PreprocessConfig(input_size=(416, 416), resize="letterbox", letterbox_center=False)
+    out, placement = preprocess(np.full((200, 400, 3), 9, np.uint8), top_left)
+    assert out[0, 0, 0] == 9 and out[415, 0, 0] == 114  # picture at the top, Ultralytics' pad below
+    assert (placement.offset_x, placement.offset_y) == (0.0, 0.0)
