@@ -37,12 +37,14 @@ def run_batched(run: Runner, inputs: np.ndarray, batch: int) -> list[np.ndarray]
 def _probabilities(logits: np.ndarray, activation: str) -> np.ndarray:
     x = logits.astype(np.float64)
     if activation == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-x))
+        sig: np.ndarray = 1.0 / (1.0 + np.exp(-x))
+        return sig
     if activation == "none":
         return x
     x = x - x.max(axis=1, keepdims=True)
     e = np.exp(x)
-    return e / e.sum(axis=1, keepdims=True)
+    soft: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return soft
 
 
 def classifier_agreement(reference: np.ndarray, candidate: np.ndarray, activation: str = "softmax",
@@ -75,15 +77,16 @@ def classifier_agreement(reference: np.ndarray, candidate: np.ndarray, activatio
 def detector_agreement(reference: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray],
                        spec: ModelSpec, min_iou: float = 0.5) -> dict[str, float]:
     """``reference``/``candidate``: raw (boxes ``[N, A, 4]``, scores ``[N, A, C]``) of the same N inputs."""
-    kwargs = {"score_threshold": spec.float_param("score_threshold", 0.25),
-              "iou_threshold": spec.float_param("iou_threshold", 0.45),
-              "max_detections": spec.int_param("max_detections", 100)}
+    threshold, iou = spec.float_param("score_threshold", 0.25), spec.float_param("iou_threshold", 0.45)
+    limit = spec.int_param("max_detections", 100)
     found = matched = kept = 0
     drifts: list[float] = []
     ious: list[float] = []
     for i in range(len(reference[0])):
-        ref = select(reference[0][i], reference[1][i], **kwargs)
-        got = select(candidate[0][i], candidate[1][i], **kwargs)
+        ref = select(reference[0][i], reference[1][i], score_threshold=threshold, iou_threshold=iou,
+                     max_detections=limit)
+        got = select(candidate[0][i], candidate[1][i], score_threshold=threshold, iou_threshold=iou,
+                     max_detections=limit)
         found += len(ref)
         kept += len(got)
         if not len(ref) or not len(got):

@@ -32,7 +32,7 @@ def model_inputs(spec: ModelSpec, samples: Sequence[Sample], *, gateway_decode: 
     return np.stack([model_input(spec, s.data, gateway_decode=gateway_decode)[0] for s in samples])
 
 
-class ArrayReader(CalibrationDataReader):
+class ArrayReader(CalibrationDataReader):  # type: ignore[misc]
     """Feeds ``inputs`` to onnxruntime's calibrator ``batch`` rows at a time."""
 
     def __init__(self, input_name: str, inputs: np.ndarray, batch: int = 1) -> None:

@@ -125,16 +125,20 @@ def _jpeg(image: Image.Image) -> bytes:
 
 
 def skimage_photos() -> list[Photo]:
+    from importlib.metadata import version
+
     import numpy as np
-    import skimage
     from skimage import data
 
+    source = f"scikit-image {version('scikit-image')}"
     photos = []
     for name, licence in SKIMAGE_PHOTOS.items():
-        arr = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+        loader = "stereo_motorcycle" if name == "motorcycle" else name
+        arr = getattr(data, loader)()
+        arr = arr[0] if name == "motorcycle" else arr
         if arr.ndim == 2:
             arr = np.repeat(arr[..., None], 3, axis=2)
-        photos.append(Photo(f"scikit-image/{name}", f"scikit-image {skimage.__version__}", licence,
+        photos.append(Photo(f"scikit-image/{name}", source, licence,
                             _jpeg(Image.fromarray(np.ascontiguousarray(arr[..., :3])))))
     return photos
 
