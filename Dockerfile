@@ -13,6 +13,8 @@
 #   EXTRAS      pip extras of the package; "triton,otel" (default) adds tritonclient so one image
 #               serves both VISIONGATE_BACKEND=onnxruntime and =triton, and OpenTelemetry export
 #               (on when OTEL_EXPORTER_OTLP_ENDPOINT is set); "" gives the smallest image
+#   ONNXRUNTIME "cpu" (default) or "gpu": onnxruntime-gpu with CUDA 13/cuDNN from PyPI instead of the
+#               CPU wheel (run with --gpus all; without a GPU it falls back to the CPU provider)
 #
 # API keys: the gateway listens on 0.0.0.0 here, so it refuses to start without a key (or an explicit
 # VISIONGATE_AUTH=off). Mount the store made by `visiongate keys create` (hashes only) at
@@ -22,6 +24,7 @@ ARG BASE_IMAGE=debian:bookworm-slim
 # ---------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS builder
 ARG EXTRAS=triton,otel
+ARG ONNXRUNTIME=cpu
 # Debian's own python3 (same path in the runtime stage, so the venv's symlinks stay valid).
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -37,7 +40,11 @@ COPY pyproject.toml ./
 RUN python3 -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 print('\n'.join(p['dependencies'] + [d for e in sys.argv[1].split(',') if e for d in p['optional-dependencies'][e]]))" \
         "$EXTRAS" > /tmp/requirements.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && if [ "$ONNXRUNTIME" = gpu ]; then \
+         pip uninstall --yes onnxruntime \
+         && pip install --no-cache-dir "onnxruntime-gpu[cuda,cudnn]>=1.20"; \
+       fi
 COPY README.md ./
 COPY service ./service
 COPY export ./export

