@@ -35,6 +35,8 @@ class ModelInfo(BaseModel):
     parameters: dict[str, str]
     parity: dict[str, object] | None = Field(None, description="export parity report of the newest version")
     state: str = Field("READY", description="READY, LOADING or UNAVAILABLE (see reason)")
+    provider: str = Field("", description="where it runs: onnxruntime's execution provider "
+                          "(CPUExecutionProvider, CUDAExecutionProvider); empty on the Triton backend")
     inferred: dict[str, str] = Field(default_factory=dict, description="what the gateway filled in itself, "
                                      "and from where (config, ONNX metadata, output layout, graph)")
     warnings: list[str] = Field(default_factory=list, description="e.g. unknown parameters the gateway ignores")

@@ -16,13 +16,13 @@ from .deps import ServiceDep, SettingsDep
 router = APIRouter(tags=["models"])
 
 
-def model_info(spec: ModelSpec, parity: dict[str, object] | None = None) -> ModelInfo:
+def model_info(spec: ModelSpec, parity: dict[str, object] | None = None, provider: str = "") -> ModelInfo:
     size = spec.preprocess.input_size
     return ModelInfo(
         name=spec.name, task=spec.task, platform=spec.platform, versions=list(spec.versions),
         input_size=list(size) if size else None, max_batch_size=spec.max_batch_size,
         labels=len(spec.labels) if spec.labels else None, parameters=spec.parameters, parity=parity,
-        inferred=dict(spec.inferred), warnings=list(spec.warnings),
+        inferred=dict(spec.inferred), warnings=list(spec.warnings), provider=provider,
     )
 
 
@@ -39,14 +39,18 @@ def parity_report(repository: Path, spec: ModelSpec) -> dict[str, object] | None
 async def list_models(service: ServiceDep, settings: SettingsDep) -> ModelList:
     specs = sorted(service.backend.models(), key=lambda s: s.name)
     ready = {s.name for s in specs}
+    states = service.backend.states()
+    providers = {s.name: s.provider for s in states}
     unavailable = [UnavailableModel(name=s.name, state=str(s.state), reason=s.reason)
-                   for s in service.backend.states() if s.name not in ready]
+                   for s in states if s.name not in ready]
     return ModelList(backend=service.backend.name, unavailable=unavailable,
-                     models=[model_info(s, parity_report(settings.repository, s)) for s in specs])
+                     models=[model_info(s, parity_report(settings.repository, s), providers.get(s.name, ""))
+                             for s in specs])
 
 
 @router.get("/v1/models/{name}", response_model=ModelInfo, summary="One model",
             responses=error_responses(404))
 async def get_model(name: str, service: ServiceDep, settings: SettingsDep) -> ModelInfo:
     spec = service.backend.describe(name)
-    return model_info(spec, parity_report(settings.repository, spec))
+    provider = next((s.provider for s in service.backend.states() if s.name == name), "")
+    return model_info(spec, parity_report(settings.repository, spec), provider)

@@ -53,6 +53,8 @@ class ModelStatus:
     state: ModelState
     version: int | None = None
     reason: str = ""
+    #: where it runs, e.g. onnxruntime's CPUExecutionProvider / CUDAExecutionProvider, Triton's KIND_GPU
+    provider: str = ""
 
 
 @dataclass

@@ -31,6 +31,7 @@ _ANY_BATCH = 64
 class LoadedModel:
     spec: ModelSpec
     batchers: dict[int, Batcher]
+    provider: str = ""
 
     def close(self, timeout_s: float) -> None:
         for batcher in self.batchers.values():
@@ -100,7 +101,7 @@ class BatchedBackend:
         name = loaded.spec.name
         old = self._models.get(name)
         self._models[name] = loaded
-        self._states[name] = ModelStatus(name, ModelState.READY)
+        self._states[name] = ModelStatus(name, ModelState.READY, provider=loaded.provider)
         logger.info("loaded %s (%s) versions %s from %s", name, loaded.spec.task, list(loaded.batchers), source)
         if old is not None:
             self._retire(old)

@@ -75,6 +75,7 @@ class OnnxRuntimeBackend(BatchedBackend):
         for warning in spec.warnings:
             logger.warning("model %s: %s", spec.name, warning)
         batchers = {}
+        provider = ""
         filename = str(entry.config.get("default_model_filename") or "model.onnx")
         for version in spec.versions:
             path = model_dir / str(version) / filename
@@ -82,13 +83,16 @@ class OnnxRuntimeBackend(BatchedBackend):
                 raise ConfigError(f"{path} is missing")
             session = self._session(path)
             spec.check_graph(graph_info(session))  # every version, not only the one the config was completed from
-            solo = self._solo_threads()
+            # the provider the session really got: the GPU wheel on a host without a GPU lists CUDA as
+            # available, then falls back to the CPU
+            provider = session.get_providers()[0]
+            solo = self._solo_threads(provider)
             alone = self._runner(spec.name, self._session(path, solo)) if solo else None
             batchers[version] = self._batcher(spec, version, self._runner(spec.name, session), alone,
                                               self._batch_delay_s(spec, session))
         if not batchers:
             raise ConfigError(f"model {spec.name!r} has no version folder with a model")
-        return LoadedModel(spec, batchers)
+        return LoadedModel(spec, batchers, provider)
 
     def _batch_delay_s(self, spec: ModelSpec, session: ort.InferenceSession) -> float:
         # On a CPU a batch of 8 costs 8 single runs (measured, README "Performance"): waiting for
@@ -98,11 +102,12 @@ class OnnxRuntimeBackend(BatchedBackend):
             policy = "off" if session.get_providers()[0] == "CPUExecutionProvider" else "config"
         return spec.max_queue_delay_us / 1e6 if policy == "config" else 0.0
 
-    def _solo_threads(self) -> int | None:
+    def _solo_threads(self, provider: str) -> int | None:
         """Intra-op threads for a batch that runs alone (None: no separate session). Measured on 2
-        cores: one request alone takes 6 ms with 2 threads vs 10 ms with 1."""
+        cores: one request alone takes 6 ms with 2 threads vs 10 ms with 1. Batch scoring (``only``)
+        keeps every core busy and never runs alone: it skips the second session (faster start-up)."""
         solo = self._settings.solo_intra_op_threads
-        if "CUDAExecutionProvider" in _providers() or solo <= self._settings.intra_op_threads:
+        if provider != "CPUExecutionProvider" or self._only is not None or solo <= self._settings.intra_op_threads:
             return None
         return solo
 
