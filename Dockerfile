@@ -48,6 +48,7 @@ print('\n'.join(p['dependencies'] + [d for e in sys.argv[1].split(',') if e for 
 COPY README.md ./
 COPY service ./service
 COPY export ./export
+COPY visiongate ./visiongate
 RUN pip install --no-cache-dir --no-deps . \
     && visiongate --help > /dev/null
 # The runtime installs nothing: drop the installers from the venv it copies.

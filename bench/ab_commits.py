@@ -25,7 +25,7 @@ from bench.common import (MODEL, REPOSITORY, ROOT, Point, client_session, closed
 
 def serve(tree: Path, name: str):  # type: ignore[no-untyped-def]
     port = free_port()
-    return start_server(name, [sys.executable, "-m", "service.cli", "serve", "--no-export", "--host",
+    return start_server(name, [sys.executable, "-m", "visiongate.service.cli", "serve", "--no-export", "--host",
                                "127.0.0.1", "--port", str(port), "--repository", str(REPOSITORY)],
                         f"http://127.0.0.1:{port}", "/readyz", env={"VISIONGATE_LOG_LEVEL": "warning"}, cwd=tree)
 

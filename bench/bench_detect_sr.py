@@ -33,11 +33,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (NCPU, REPOSITORY, client_session, closed_loop, cpu_delta, cpu_snapshot,  # noqa: E402
                           load_images, log, percentiles_ms, start_gateway, table)
-from service.repository import read_model  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from service.vision import detection, tiles  # noqa: E402
-from service.vision.decode import decode  # noqa: E402
-from service.vision.encode import encode  # noqa: E402
+from visiongate.service.repository import read_model  # noqa: E402
+from visiongate.service.settings import Settings  # noqa: E402
+from visiongate.service.vision import detection, tiles  # noqa: E402
+from visiongate.service.vision.decode import decode  # noqa: E402
+from visiongate.service.vision.encode import encode  # noqa: E402
 
 DETECTOR, SR = "yolov3_tiny", "waifu2x_x2"
 
@@ -66,7 +66,7 @@ def model_session(name: str) -> tuple[ort.InferenceSession, object]:
 
 def detect_worker() -> Callable[[bytes], object]:
     """decode (DCT-shrunk) + letterbox + ORT + select + map to original pixels, as the gateway does."""
-    from service.inference import prepare
+    from visiongate.service.inference import prepare
 
     sess, spec = model_session(DETECTOR)
     settings = Settings(repository=REPOSITORY)
@@ -145,7 +145,7 @@ def nms_placement(jpegs: Sequence[bytes], repeats: int = 200) -> dict[str, float
     from onnx import TensorProto, helper
 
     sess, spec = model_session(DETECTOR)
-    from service.inference import prepare
+    from visiongate.service.inference import prepare
 
     settings = Settings(repository=REPOSITORY)
     outs = []

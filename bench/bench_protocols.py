@@ -36,9 +36,9 @@ from bench.common import MODEL, REPOSITORY, chelsea_jpeg, free_port, log, percen
 
 def pixels() -> np.ndarray:
     """chelsea as the model takes it, pre-processed by the gateway's own ``prepare``."""
-    from service.inference import prepare
-    from service.repository import read_model
-    from service.settings import Settings
+    from visiongate.service.inference import prepare
+    from visiongate.service.repository import read_model
+    from visiongate.service.settings import Settings
 
     spec = read_model(REPOSITORY / MODEL).spec
     return prepare(chelsea_jpeg(), spec, Settings()).tensor[None]

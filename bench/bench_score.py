@@ -59,9 +59,9 @@ def ceiling(paths: list[Path], repository: Path, model: str, callers: int = 2) -
     """img/s of read + decode + preprocess + onnxruntime (batch 1), ``callers`` threads, no framework."""
     import onnxruntime as ort
 
-    from service.inference import prepare
-    from service.repository import read_model
-    from service.settings import Settings
+    from visiongate.service.inference import prepare
+    from visiongate.service.repository import read_model
+    from visiongate.service.settings import Settings
 
     spec = read_model(repository / model).spec
     settings = Settings(repository=repository)
@@ -90,7 +90,7 @@ def ceiling(paths: list[Path], repository: Path, model: str, callers: int = 2) -
 
 def visiongate_score(src: Path, dest: Path, repository: Path, model: str) -> tuple[float, float, dict]:
     """(scoring-phase img/s, whole-command img/s, summary) of one real ``visiongate score`` run."""
-    cmd = [sys.executable, "-m", "service.cli", "score", str(src), "--task", "classify", "--model", model,
+    cmd = [sys.executable, "-m", "visiongate.service.cli", "score", str(src), "--task", "classify", "--model", model,
            "--out", str(dest), "--repository", str(repository), "--progress", "none"]
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)

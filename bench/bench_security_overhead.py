@@ -42,15 +42,15 @@ from bench.common import (
     start_server,
     table,
 )
-from service.security.keys import make_entry, new_key, write_file
+from visiongate.service.security.keys import make_entry, new_key, write_file
 
 # the gateway as `visiongate serve` runs it, with install_security applied unless create_app did it
 LAUNCH = """
 import os
-import service.server
-from service.app import create_app
-from service.security import install_security
-from service.settings import Settings
+import visiongate.service.server
+from visiongate.service.app import create_app
+from visiongate.service.security import install_security
+from visiongate.service.settings import Settings
 
 def secured(settings, backend=None):
     app = create_app(settings, backend)
@@ -58,8 +58,8 @@ def secured(settings, backend=None):
         install_security(app, settings)
     return app
 
-service.server.create_app = secured
-service.server.serve(Settings())
+visiongate.service.server.create_app = secured
+visiongate.service.server.serve(Settings())
 """
 
 

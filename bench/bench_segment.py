@@ -27,10 +27,10 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import load_images, start_server  # noqa: E402
-from service.repository import read_model  # noqa: E402
-from service.vision import masks  # noqa: E402
-from service.vision.decode import decode  # noqa: E402
-from service.vision.preprocess import preprocess, shrink_limit  # noqa: E402
+from visiongate.service.repository import read_model  # noqa: E402
+from visiongate.service.vision import masks  # noqa: E402
+from visiongate.service.vision.decode import decode  # noqa: E402
+from visiongate.service.vision.preprocess import preprocess, shrink_limit  # noqa: E402
 
 MODEL = "selfie_segmentation"
 
@@ -111,7 +111,7 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "service.cli",
+            "visiongate.service.cli",
             "serve",
             "--no-export",
             "--host",

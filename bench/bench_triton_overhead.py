@@ -76,9 +76,9 @@ async def direct_point(grpc_url: str, jpegs: list[bytes], concurrency: int,
     import tritonclient.grpc as grpcclient
     import tritonclient.grpc.aio as grpcaio
 
-    from service.inference import prepare
-    from service.repository import read_model
-    from service.settings import Settings
+    from visiongate.service.inference import prepare
+    from visiongate.service.repository import read_model
+    from visiongate.service.settings import Settings
 
     spec, settings = read_model(REPOSITORY / MODEL).spec, Settings(repository=REPOSITORY)
     pool = ThreadPoolExecutor(2, thread_name_prefix="prep")

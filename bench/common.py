@@ -153,7 +153,7 @@ def start_gateway(port: int | None = None, env: dict[str, str] | None = None,
     """``visiongate serve`` on the main venv's Python, quiet logs, on a free loopback port."""
     port = port or free_port()
     return start_server(
-        name, [sys.executable, "-m", "service.cli", "serve", "--no-export", "--host", "127.0.0.1",
+        name, [sys.executable, "-m", "visiongate.service.cli", "serve", "--no-export", "--host", "127.0.0.1",
                "--port", str(port), "--repository", str(REPOSITORY)],
         f"http://127.0.0.1:{port}", "/readyz", env={"VISIONGATE_LOG_LEVEL": "warning", **(env or {})},
         cwd=ROOT)

@@ -164,8 +164,8 @@ class Harness:
 def check_pipelines(chosen: list[str]) -> None:
     """The visiongate pipeline must still be what the gateway does; the reference model must exist."""
     if "visiongate" in chosen:
-        from service.model_config import read_config
-        from service.repository import build_spec
+        from visiongate.service.model_config import read_config
+        from visiongate.service.repository import build_spec
 
         gw = build_spec(read_config(REPOSITORY / MODEL / "config.pbtxt")).preprocess
         if gw != pipelines.visiongate_config():

@@ -56,7 +56,7 @@ def gateway(repository: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="hostile-gateway-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--no-export", "--port", str(port),
+        [sys.executable, "-m", "visiongate.service.cli", "serve", "--no-export", "--port", str(port),
          "--repository", str(repository)],
         cwd=ROOT, env={**os.environ, "VISIONGATE_LOG_LEVEL": "warning", **env},
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

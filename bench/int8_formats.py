@@ -23,11 +23,11 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from export import photo_sets
-from export.accuracy import classifier_agreement, detector_agreement, run_batched
-from export.calibration import model_inputs
-from export.int8 import Int8Options, quantize
-from service.repository import read_model
+from visiongate.export import photo_sets
+from visiongate.export.accuracy import classifier_agreement, detector_agreement, run_batched
+from visiongate.export.calibration import model_inputs
+from visiongate.export.int8 import Int8Options, quantize
+from visiongate.service.repository import read_model
 
 VARIANTS = {
     "qdq_u8s8_pc": Int8Options(),

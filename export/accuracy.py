@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from service.repository import ModelSpec
-from service.vision.detection import box_iou, select
+from visiongate.service.repository import ModelSpec
+from visiongate.service.vision.detection import box_iou, select
 
 Runner = Callable[[np.ndarray], list[np.ndarray]]
 

@@ -13,9 +13,9 @@ from functools import partial
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from service.repository import ModelSpec
-from service.vision.decode import decode
-from service.vision.preprocess import Placement, preprocess, shrink_limit
+from visiongate.service.repository import ModelSpec
+from visiongate.service.vision.decode import decode
+from visiongate.service.vision.preprocess import Placement, preprocess, shrink_limit
 
 from .photo_sets import MAX_PIXELS, Sample
 

@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-# Imported by ``service.cli`` to build its parser: nothing at module level may import torch.
+# Imported by ``visiongate.service.cli`` to build its parser: nothing at module level may import torch.
 from .int8_cli import add_int8_arguments
 from .sources.builtin import BUILTIN, DEFAULTS, OPTIONAL_DEFAULTS
 from .sources.errors import WeightsNotInstalled

@@ -1,6 +1,6 @@
 """``visiongate export ... --int8``: the flags, and the step after the float32 export.
 
-Kept apart from ``cli.py`` and light at import: ``service.cli`` builds its parser from these, so
+Kept apart from ``cli.py`` and light at import: ``visiongate.service.cli`` builds its parser from these, so
 nothing here imports onnxruntime or torch before an export actually runs.
 """
 
@@ -47,7 +47,7 @@ def run_with_int8(args: argparse.Namespace, export_fp32: Callable[[argparse.Name
     code = export_fp32(args)
     if code != 0:
         return code
-    from service.repository import read_model
+    from visiongate.service.repository import read_model
 
     from .int8 import Int8ProofFailed, Thresholds
     from .int8_variant import SUFFIX, export_int8

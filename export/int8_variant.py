@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from service.repository import ModelSpec, read_model
+from visiongate.service.repository import ModelSpec, read_model
 
 from . import photo_sets
 from .accuracy import classifier_agreement, detector_agreement, run_batched

@@ -30,10 +30,10 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from service.repository import ModelSpec
-from service.vision.decode import decode
-from service.vision.detection import Detections, box_iou, select
-from service.vision.preprocess import preprocess, shrink_limit
+from visiongate.service.repository import ModelSpec
+from visiongate.service.vision.decode import decode
+from visiongate.service.vision.detection import Detections, box_iou, select
+from visiongate.service.vision.preprocess import preprocess, shrink_limit
 
 from .photos import Photo, builtin_photos
 
@@ -62,7 +62,7 @@ class ProofOptions:
 
 
 def _decode(photo: Photo, **kwargs: Any) -> Any:
-    from service.vision.decode import DecodeError, TooManyPixels
+    from visiongate.service.vision.decode import DecodeError, TooManyPixels
 
     try:
         return decode(photo.data, MAX_PIXELS, **kwargs)

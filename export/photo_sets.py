@@ -26,7 +26,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from service.vision.decode import decode
+from visiongate.service.vision.decode import decode
 
 logger = logging.getLogger("visiongate.export")
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.repository import spec_from_config
+from visiongate.service.repository import spec_from_config
 
 from .onnx import export_onnx
 from .parity import ParityError, ParityReport, ProofOptions, prove

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from service import pbtxt
-from service.repository import label_file, model_versions, read_labels
+from visiongate.service import pbtxt
+from visiongate.service.repository import label_file, model_versions, read_labels
 
 from .sources.base import ModelCard
 
@@ -83,7 +83,7 @@ def build_config(name: str, card: ModelCard, *, max_batch_size: int, platform: s
 
 def canonical(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` in the one dict shape Triton's JSON gives (int64 fields as strings), for comparisons."""
-    from service.model_config import config_from_dict, config_to_dict
+    from visiongate.service.model_config import config_from_dict, config_to_dict
 
     return config_to_dict(config_from_dict(config))
 
@@ -95,7 +95,7 @@ def existing_config(repository: Path, name: str) -> dict[str, Any] | None:
         service.model_config.ConfigError: the file exists and is not a valid model config (a re-export
             must not guess what it meant).
     """
-    from service.model_config import config_to_dict, read_config
+    from visiongate.service.model_config import config_to_dict, read_config
 
     path = Path(repository) / name / "config.pbtxt"
     if not path.is_file():

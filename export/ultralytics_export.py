@@ -78,7 +78,7 @@ def export_yolo(checkpoint: Path, name: str, repository: Path, *, imgsz: tuple[i
     import ultralytics
     from ultralytics import YOLO
 
-    from service.repository import spec_from_config
+    from visiongate.service.repository import spec_from_config
 
     proof = proof or ProofOptions()
     with tempfile.TemporaryDirectory(prefix="visiongate-yolo-") as scratch:

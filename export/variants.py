@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from service.repository import spec_from_config
+from visiongate.service.repository import spec_from_config
 
 from .onnx import PREPROCESS_KEY, output_names, read_metadata, write_metadata
 from .parity import ParityError, ProofOptions, crop_photo, model_inputs

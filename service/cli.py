@@ -26,7 +26,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _export_missing_defaults(repository: Path) -> None:
     """Export the default models the repository lacks, in a child process (the gateway never imports torch)."""
-    from export.sources.builtin import DEFAULTS  # a plain dict of names; imports no torch
+    from visiongate.export.sources.builtin import DEFAULTS  # a plain dict of names; imports no torch
 
     missing = [name for name in DEFAULTS if not (repository / name / "config.pbtxt").is_file()]
     if not missing:
@@ -37,7 +37,7 @@ def _export_missing_defaults(repository: Path) -> None:
               file=sys.stderr)
         return
     print(f"exporting {missing} into {repository} (first start only)", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "service.cli", "export", "--missing-only", "--repository",
+    subprocess.run([sys.executable, "-m", "visiongate.service.cli", "export", "--missing-only", "--repository",
                     str(repository), *missing], check=True)
 
 
@@ -54,7 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export(argv: list[str]) -> int:
-    from export.cli import add_arguments, run
+    from visiongate.export.cli import add_arguments, run
 
     parser = argparse.ArgumentParser(prog="visiongate export",
                                      description="Export models to ONNX into a Triton model repository.")

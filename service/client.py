@@ -1,6 +1,6 @@
 """Python clients for the gateway's task API: ``Client`` (blocking) and ``AsyncClient`` (asyncio), on httpx.
 
-    from service.client import Client
+    from visiongate.service.client import Client
     with Client("http://127.0.0.1:8080") as vg:
         result = vg.classify("cat.jpg", top_k=3)       # ClassifyResult
         print(result.predictions[0].label)

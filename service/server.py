@@ -139,7 +139,7 @@ def max_requests(settings: Settings) -> int | None:
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "host": settings.host, "port": settings.port, "log_level": settings.log_level,
-        "http": "service.connections:GuardedHttpToolsProtocol", "loop": "uvloop", "access_log": False,
+        "http": "visiongate.service.connections:GuardedHttpToolsProtocol", "loop": "uvloop", "access_log": False,
         "timeout_keep_alive": settings.idle_timeout_s,
         "timeout_graceful_shutdown": int(settings.drain_timeout_s) or None,
         "backlog": 2048,
@@ -199,5 +199,5 @@ def _serve_workers(settings: Settings) -> None:
     to single-process serving only."""
     for name, value in settings.model_dump(mode="json").items():
         os.environ[f"VISIONGATE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-    uvicorn.run("service.server:worker_app", factory=True, workers=settings.http_workers,
+    uvicorn.run("visiongate.service.server:worker_app", factory=True, workers=settings.http_workers,
                 **_uvicorn_options(settings))

@@ -72,7 +72,7 @@ def repository() -> Path:
         if importlib.util.find_spec("torch") is None:
             pytest.skip(f"end-to-end test on real models: {repo} lacks {missing}; run "
                         "`visiongate export --defaults` (needs the export extra)")
-        subprocess.run([sys.executable, "-m", "service.cli", "export", "--missing-only", "--no-progress",
+        subprocess.run([sys.executable, "-m", "visiongate.service.cli", "export", "--missing-only", "--no-progress",
                         "--repository", str(repo), *missing], check=True)
     return repo
 

@@ -31,7 +31,7 @@ def segment_repository(tmp: Path) -> Path:
     if importlib.util.find_spec("torch") is None:
         pytest.skip(f"{shared} is missing and torch is not installed to export it")
     done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "export", SELFIE, "--no-progress", "--repository", str(repo)],
+        [sys.executable, "-m", "visiongate.service.cli", "export", SELFIE, "--no-progress", "--repository", str(repo)],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -70,7 +70,7 @@ class GatewayProcess:
         self._log = tempfile.TemporaryFile()
         self._text = ""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--no-export", "--port", str(self.port),
+            [sys.executable, "-m", "visiongate.service.cli", "serve", "--no-export", "--port", str(self.port),
              "--repository", str(repository)],
             env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
         )

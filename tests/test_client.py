@@ -21,9 +21,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from service.client import (AsyncClient, BadRequestError, Client, ClientConnectionError, GatewayError,
+from visiongate.service.client import (AsyncClient, BadRequestError, Client, ClientConnectionError, GatewayError,
                             NotFoundError, PayloadTooLargeError, UnavailableError)
-from service.schemas import ClassifyResult, DetectResult, ModelInfo
+from visiongate.service.schemas import ClassifyResult, DetectResult, ModelInfo
 from support import FAKE, encode, free_port, running_gateway
 
 CAT_IDS = {281, 282, 285}

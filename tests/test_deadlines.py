@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from service.deadlines import parse_timeout
-from service.errors import InvalidArgument
+from visiongate.service.deadlines import parse_timeout
+from visiongate.service.errors import InvalidArgument
 
 
 def post(gateway: str, body: bytes, timeout_header: str) -> httpx.Response:

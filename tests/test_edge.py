@@ -20,8 +20,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from support import free_port
 
-from service.connections import GuardedHttpToolsProtocol
-from service.edge import EdgeApp
+from visiongate.service.connections import GuardedHttpToolsProtocol
+from visiongate.service.edge import EdgeApp
 
 
 async def always_fails(request: Request) -> JSONResponse:

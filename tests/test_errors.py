@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from service import errors
-from service.errors import GRPC_STATUS, VisionGateError, error_body, grpc_status, protocol_of
+from visiongate.service import errors
+from visiongate.service.errors import GRPC_STATUS, VisionGateError, error_body, grpc_status, protocol_of
 
 
 def _tree(cls: type[VisionGateError]) -> list[type[VisionGateError]]:

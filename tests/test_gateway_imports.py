@@ -13,8 +13,8 @@ def test_serving_a_request_imports_no_torch(repository: Path, chelsea_jpeg: byte
     script = f"""
 import sys
 from starlette.testclient import TestClient
-from service.app import create_app
-from service.settings import Settings
+from visiongate.service.app import create_app
+from visiongate.service.settings import Settings
 with TestClient(create_app(Settings(repository={str(repository)!r}))) as client:
     r = client.post("/v1/classify", content=open({str(image)!r}, "rb").read(),
                     headers={{"content-type": "image/jpeg"}})

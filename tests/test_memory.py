@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from service.memory import release_free_memory, release_when_quiet
+from visiongate.service.memory import release_free_memory, release_when_quiet
 
 glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or not ctypes.util.find_library("c"),
                            reason="malloc_trim is a glibc call")

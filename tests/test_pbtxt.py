@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from service import pbtxt
-from service.model_config import (
+from visiongate.service import pbtxt
+from visiongate.service.model_config import (
     ConfigError,
     config_from_dict,
     dump_config,
@@ -17,7 +17,7 @@ from service.model_config import (
     to_pbtxt,
     triton_config_json,
 )
-from service.repository import scan
+from visiongate.service.repository import scan
 
 HERE = Path(__file__).resolve().parent
 

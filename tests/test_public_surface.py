@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import service
+from visiongate import service
 
 
 def test_everything_in_all_is_importable_and_documented() -> None:
@@ -12,7 +12,7 @@ def test_everything_in_all_is_importable_and_documented() -> None:
 
 
 def test_create_app_and_settings_are_the_real_ones() -> None:
-    from service.app import create_app
-    from service.settings import Settings
+    from visiongate.service.app import create_app
+    from visiongate.service.settings import Settings
 
     assert service.create_app is create_app and service.Settings is Settings

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.autocomplete import PRETRAINED_CFG_KEY, read_graph
-from service.model_config import ConfigError, config_to_dict, triton_config_json
-from service.repository import ModelSpec, read_model, scan, spec_from_config
+from visiongate.service.autocomplete import PRETRAINED_CFG_KEY, read_graph
+from visiongate.service.model_config import ConfigError, config_to_dict, triton_config_json
+from visiongate.service.repository import ModelSpec, read_model, scan, spec_from_config
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import MAX_DEFAULT_INFERENCE_WORKERS, Settings, cgroup_cpu_limit, usable_cpus
+from visiongate.service.settings import MAX_DEFAULT_INFERENCE_WORKERS, Settings, cgroup_cpu_limit, usable_cpus
 
 CPUS = usable_cpus()
 

@@ -17,9 +17,9 @@ import pytest
 
 from starlette.routing import Match
 
-from service.api.routing import RouteTable, _flatten
-from service.app import create_app
-from service.settings import Settings
+from visiongate.service.api.routing import RouteTable, _flatten
+from visiongate.service.app import create_app
+from visiongate.service.settings import Settings
 from support import GatewayProcess, wait_ready
 
 FAKE = {"VISIONGATE_BACKEND": "fake"}

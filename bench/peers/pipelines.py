@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:
-    from service.vision.preprocess import PreprocessConfig
+    from visiongate.service.vision.preprocess import PreprocessConfig
 
 PIPELINES = ("reference", "visiongate")
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -46,8 +46,8 @@ def prepare_reference(data: bytes) -> np.ndarray:
 
 
 def _visiongate() -> Prepare:
-    from service.vision.decode import decode
-    from service.vision.preprocess import preprocess, shrink_limit
+    from visiongate.service.vision.decode import decode
+    from visiongate.service.vision.preprocess import preprocess, shrink_limit
 
     cfg = visiongate_config()
 
@@ -62,7 +62,7 @@ def _visiongate() -> Prepare:
 def visiongate_config() -> PreprocessConfig:
     """The ``PreprocessConfig`` the gateway derives from the exported EfficientNet-Lite0's config.pbtxt
     (the harness checks that they still agree before it measures)."""
-    from service.vision.preprocess import PreprocessConfig
+    from visiongate.service.vision.preprocess import PreprocessConfig
 
     return PreprocessConfig(input_size=(224, 224), resize="center_crop", resize_size=256,
                             mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))

@@ -6,9 +6,9 @@ code: it is served through the same batching, admission and deadlines as the emb
 arithmetic is fake. Never use it for answers. ``visiongate serve`` runs it with
 ``VISIONGATE_BACKEND=fake``; in Python::
 
-    from service.app import create_app
-    from service.backends.fake import FakeBackend
-    from service.settings import Settings
+    from visiongate.service.app import create_app
+    from visiongate.service.backends.fake import FakeBackend
+    from visiongate.service.settings import Settings
 
     settings = Settings(backend="fake")
     app = create_app(settings, backend=FakeBackend(settings))

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.fetch import address_allowed, fetch_image, host_allowed
-from service.api.images import IMAGE_REQUEST_BODY, _b64
-from service.api.json_body import load_json
-from service.app import create_app
-from service.errors import BodyTooLarge, InvalidArgument
-from service.schemas import document_limits
-from service.settings import Settings
+from visiongate.service.api.fetch import address_allowed, fetch_image, host_allowed
+from visiongate.service.api.images import IMAGE_REQUEST_BODY, _b64
+from visiongate.service.api.json_body import load_json
+from visiongate.service.app import create_app
+from visiongate.service.errors import BodyTooLarge, InvalidArgument
+from visiongate.service.schemas import document_limits
+from visiongate.service.settings import Settings
 
 CAT_IDS = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 ESPRESSO = 967

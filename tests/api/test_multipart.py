@@ -15,10 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.requests import Request
 
-from service.api.images import IMAGE_FIELDS
-from service.api.multipart import single_file
-from service.app import create_app
-from service.settings import Settings
+from visiongate.service.api.images import IMAGE_FIELDS
+from visiongate.service.api.multipart import single_file
+from visiongate.service.app import create_app
+from visiongate.service.settings import Settings
 
 # bytes that look like multipart syntax inside the file must not end the part early
 PAYLOAD = b"\xff\xd8\xff\xe0 jpeg-ish \r\n--not-the-boundary\r\n\r\n more \xff\xd9"

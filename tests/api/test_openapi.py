@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from service.app import create_app
-from service.settings import Settings
+from visiongate.service.app import create_app
+from visiongate.service.settings import Settings
 
 #: routes that cannot answer with an error, and why
 NEVER_FAIL = {

@@ -47,8 +47,8 @@ def test_deeply_nested_json_is_400_not_a_recursion_error(fake_gateway: str) -> N
 
 
 def test_fp32_values_that_overflow_or_are_not_numbers_are_refused() -> None:
-    from service.api.v2_codec import decode_request
-    from service.errors import InvalidArgument
+    from visiongate.service.api.v2_codec import decode_request
+    from visiongate.service.errors import InvalidArgument
 
     for value in ("1e39", "NaN", "Infinity"):
         body = ('{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[' + value + "]}]}").encode()
@@ -57,8 +57,8 @@ def test_fp32_values_that_overflow_or_are_not_numbers_are_refused() -> None:
 
 
 def test_outputs_that_are_not_finite_are_never_written_as_json() -> None:
-    from service.api.v2_codec import encode_response
-    from service.errors import NonFiniteOutput
+    from visiongate.service.api.v2_codec import encode_response
+    from visiongate.service.errors import NonFiniteOutput
 
     with pytest.raises(NonFiniteOutput, match="binary_data"):
         encode_response({"model_name": "m"}, [("y", "FP32", np.array([1.0, np.nan], np.float32), False)])

@@ -12,8 +12,8 @@ import threading
 import numpy as np
 import pytest
 
-from service.backends.batcher import Batcher
-from service.errors import DeadlineExceeded, Overloaded
+from visiongate.service.backends.batcher import Batcher
+from visiongate.service.errors import DeadlineExceeded, Overloaded
 
 
 def gated(gate: threading.Event, seen: list[int], started: threading.Event | None = None):  # type: ignore[no-untyped-def]

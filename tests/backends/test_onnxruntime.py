@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import pbtxt
-from service.backends.onnxruntime import OnnxRuntimeBackend
-from service.errors import InvalidArgument, ModelNotReady, ModelNotFound
-from service.settings import Settings
+from visiongate.service import pbtxt
+from visiongate.service.backends.onnxruntime import OnnxRuntimeBackend
+from visiongate.service.errors import InvalidArgument, ModelNotReady, ModelNotFound
+from visiongate.service.settings import Settings
 
 from support import run_model
 

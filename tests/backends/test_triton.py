@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from service.backends.onnxruntime import OnnxRuntimeBackend
-from service.backends.triton import (GRPC_STATUS, HTTP_STATUS, TritonBackend, error_class,
+from visiongate.service.backends.onnxruntime import OnnxRuntimeBackend
+from visiongate.service.backends.triton import (GRPC_STATUS, HTTP_STATUS, TritonBackend, error_class,
                                      parse_classification, triton_errors)
-from service.errors import (BackendError, BackendUnavailable, DeadlineExceeded, InvalidArgument,
+from visiongate.service.errors import (BackendError, BackendUnavailable, DeadlineExceeded, InvalidArgument,
                             ModelNotFound, ModelNotReady, Overloaded, ServiceUnavailable)
-from service.inference import InferenceService
-from service.settings import Settings
+from visiongate.service.inference import InferenceService
+from visiongate.service.settings import Settings
 from support import GatewayProcess, free_port, photo, wait_ready, run_model
 from triton_server import TritonServer
 
@@ -214,7 +214,7 @@ async def test_detect_and_sr_tensors_match_the_embedded_runtime(service: Inferen
                                                                 embedded: InferenceService, model: str) -> None:
     if model not in {m.name for m in embedded.backend.models()}:
         pytest.skip(f"{model} is not exported in this repository")
-    from service.inference import prepare
+    from visiongate.service.inference import prepare
     from support import encode
 
     spec = embedded.backend.describe(model)

@@ -12,9 +12,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from service.backends.fake import FakeBackend
-from service.errors import Overloaded
-from service.settings import Settings
+from visiongate.service.backends.fake import FakeBackend
+from visiongate.service.errors import Overloaded
+from visiongate.service.settings import Settings
 
 
 def _image() -> np.ndarray:

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from service.batch.ledger import chunk_files, read_chunk
-from service.batch.records import Record
+from visiongate.service.batch.ledger import chunk_files, read_chunk
+from visiongate.service.batch.records import Record
 from support import encode, photo
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "motorcycle")

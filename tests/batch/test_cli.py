@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.batch.cli import main
-from service.batch.ledger import chunk_files
-from service.batch.progress import Progress
-from service.batch.writers import parquet_available
+from visiongate.service.batch.cli import main
+from visiongate.service.batch.ledger import chunk_files
+from visiongate.service.batch.progress import Progress
+from visiongate.service.batch.writers import parquet_available
 from batch_photos import ok, records
 from support import encode, photo
 

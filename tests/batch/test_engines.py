@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.batch.cli import main
-from service.batch.engines import remote_error
-from service.batch.ledger import chunk_files
+from visiongate.service.batch.cli import main
+from visiongate.service.batch.engines import remote_error
+from visiongate.service.batch.ledger import chunk_files
 from batch_photos import ok, records
-from service.errors import (BackendUnavailable, BadRequest, DeadlineExceeded, InvalidImage, ModelNotFound,
+from visiongate.service.errors import (BackendUnavailable, BadRequest, DeadlineExceeded, InvalidImage, ModelNotFound,
                             InternalError, Overloaded, ServiceUnavailable)
 from support import encode, free_port, photo
 
@@ -196,11 +196,11 @@ def test_a_gateway_that_drops_connections_stops_the_run_and_a_rerun_resumes(
 
 def test_a_gateway_dying_mid_run_stops_it_without_recording_the_lost_images(
         mixed_folder: Path, gateway: str, tmp_path: Path) -> None:
-    from service.batch.engines import HttpEngine
-    from service.batch.retry import RetryPolicy
-    from service.batch.runner import RunConfig, run_async
-    from service.batch.tasks import TaskOptions
-    from service.client import AsyncClient
+    from visiongate.service.batch.engines import HttpEngine
+    from visiongate.service.batch.retry import RetryPolicy
+    from visiongate.service.batch.runner import RunConfig, run_async
+    from visiongate.service.batch.tasks import TaskOptions
+    from visiongate.service.client import AsyncClient
 
     class DiesAfterTwo(HttpEngine):
         """The real HTTP engine; after two images the gateway 'goes away' (port with nobody on it)."""

@@ -27,7 +27,7 @@ EXIT_OUTPUT = 4
 def score(source: Path, dest: Path, repo: Path, preexec: Callable[[], None] | None = None,
           prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*prefix, sys.executable, "-m", "service.cli", "score", os.fsdecode(source), "--task", "classify",
+        [*prefix, sys.executable, "-m", "visiongate.service.cli", "score", os.fsdecode(source), "--task", "classify",
          "--out", str(dest), "--repository", str(repo), "--progress", "none"],
         cwd=ROOT, capture_output=True, text=True, timeout=180, preexec_fn=preexec, check=False)
 

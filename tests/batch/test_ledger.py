@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from service.batch.ledger import LedgerError, ShardLock, read_ledger
-from service.batch.records import Record
-from service.batch.shard import Shard
-from service.batch.writers import ChunkWriter, parquet_available
+from visiongate.service.batch.ledger import LedgerError, ShardLock, read_ledger
+from visiongate.service.batch.records import Record
+from visiongate.service.batch.shard import Shard
+from visiongate.service.batch.writers import ChunkWriter, parquet_available
 
 
 def _ok(path: str) -> Record:

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from batch_photos import write_jpegs
-from service.batch.ledger import chunk_files, read_chunk
+from visiongate.service.batch.ledger import chunk_files, read_chunk
 
 N_IMAGES = 240
 
 
 def _command(src: Path, dest: Path, repo: Path) -> list[str]:
-    return [sys.executable, "-m", "service.cli", "score", str(src), "--task", "classify", "--out", str(dest),
+    return [sys.executable, "-m", "visiongate.service.cli", "score", str(src), "--task", "classify", "--out", str(dest),
             "--repository", str(repo), "--chunk-size", "8", "--in-flight", "8", "--progress", "log"]
 
 

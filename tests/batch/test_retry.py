@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from service.batch.retry import RetriesExhausted, RetryPolicy, is_transient, with_retries
-from service.errors import (BackendError, BackendUnavailable, DeadlineExceeded, InvalidImage, ModelNotFound,
+from visiongate.service.batch.retry import RetriesExhausted, RetryPolicy, is_transient, with_retries
+from visiongate.service.errors import (BackendError, BackendUnavailable, DeadlineExceeded, InvalidImage, ModelNotFound,
                             Overloaded)
 
 

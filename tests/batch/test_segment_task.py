@@ -10,8 +10,8 @@ from PIL import Image
 from segment_models import ROOT, segment_repository
 from support import encode, photo
 
-from service.batch.cli import main
-from service.vision.masks import decode_rle
+from visiongate.service.batch.cli import main
+from visiongate.service.vision.masks import decode_rle
 
 
 def test_segment_records_hold_rle_masks_once(tmp_path: Path) -> None:

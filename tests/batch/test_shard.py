@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.batch.cli import shard_from
-from service.batch.shard import Shard, shard_of
+from visiongate.service.batch.cli import shard_from
+from visiongate.service.batch.shard import Shard, shard_of
 
 PATHS = [f"day{d:03d}/cam{c}/frame{f:05d}.jpg" for d in range(20) for c in range(3) for f in range(20)]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from service.batch.cli import main
-from service.batch.ledger import chunk_files
-from service.batch.records import Record
+from visiongate.service.batch.cli import main
+from visiongate.service.batch.ledger import chunk_files
+from visiongate.service.batch.records import Record
 from batch_photos import ok, records
 
 CAT_IDS = {281, 282, 285}

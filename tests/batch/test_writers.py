@@ -8,10 +8,10 @@ from typing import BinaryIO
 
 import pytest
 
-from service.batch.ledger import read_chunk
-from service.batch.records import Record
-from service.batch.shard import Shard
-from service.batch.writers import (ChunkWriter, atomic_write, image_output_path, parquet_available,
+from visiongate.service.batch.ledger import read_chunk
+from visiongate.service.batch.records import Record
+from visiongate.service.batch.shard import Shard
+from visiongate.service.batch.writers import (ChunkWriter, atomic_write, image_output_path, parquet_available,
                                    save_output_image)
 from support import encode, photo
 

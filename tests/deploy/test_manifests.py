@@ -129,7 +129,7 @@ def test_gateway_drain_fits_in_the_termination_grace_period(overlay: str) -> Non
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_settings_configmap_only_names_real_settings(overlay: str) -> None:
-    settings = pytest.importorskip("service.settings", reason="the gateway package is not importable")
+    settings = pytest.importorskip("visiongate.service.settings", reason="the gateway package is not importable")
     fields = set(settings.Settings.model_fields)
     env = _settings_env(_render(overlay))
     unknown = [k for k in env if not k.startswith("VISIONGATE_") or k.removeprefix("VISIONGATE_").lower()
@@ -225,7 +225,7 @@ def test_batch_job_has_one_shard_per_completion_index() -> None:
 
 
 def test_batch_job_arguments_are_accepted_by_the_real_cli() -> None:
-    cli = pytest.importorskip("service.cli", reason="the gateway package is not importable")
+    cli = pytest.importorskip("visiongate.service.cli", reason="the gateway package is not importable")
     parser = cli.build_parser()
     subcommands = parser._subparsers._group_actions[0].choices  # argparse has no public accessor
     if "score" not in subcommands or not subcommands["score"]._option_string_actions.keys() - {"-h", "--help"}:

@@ -26,7 +26,7 @@ _PROBE = """
 import sys
 for name in {blocked!r}:
     sys.modules[name] = None  # `import name` now raises ImportError
-from service.cli import main
+from visiongate.service.cli import main
 try:
     main({argv!r})
 except SystemExit as exc:
@@ -37,7 +37,7 @@ except SystemExit as exc:
 @pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["score", "--help"]],
                          ids=lambda argv: " ".join(argv))
 def test_visiongate_command_line_starts_without_the_export_extra(argv: list[str]) -> None:
-    pytest.importorskip("service.cli", reason="the gateway package is not importable")
+    pytest.importorskip("visiongate.service.cli", reason="the gateway package is not importable")
     out = subprocess.run([sys.executable, "-c", _PROBE.format(blocked=EXPORT_ONLY, argv=argv)],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -45,9 +45,9 @@ def test_visiongate_command_line_starts_without_the_export_extra(argv: list[str]
 
 
 def test_gateway_app_imports_without_the_export_extra() -> None:
-    pytest.importorskip("service.app", reason="the gateway app is not importable")
+    pytest.importorskip("visiongate.service.app", reason="the gateway app is not importable")
     probe = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in EXPORT_ONLY) + \
-            "import service.app, service.server\n"
+            "import visiongate.service.app, service.server\n"
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
 
@@ -61,7 +61,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_visiongate_serve_becomes_ready_without_the_export_extra() -> None:
     """What the image's CMD does, on the exported repository the image gets mounted at /models."""
-    pytest.importorskip("service.cli", reason="the gateway package is not importable")
+    pytest.importorskip("visiongate.service.cli", reason="the gateway package is not importable")
     repository = REPO / "model_repository"
     if not any(repository.glob("*/config.pbtxt")):
         pytest.skip("no exported model repository (visiongate export --defaults)")

@@ -20,17 +20,17 @@ from google.protobuf import text_format  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
 
-from export.checkpoints import CheckpointError  # noqa: E402
-from export.cli import ARCH_NAMES  # noqa: E402
-from export.sources.architectures import ARCHITECTURES, ArchOptions, load_architecture  # noqa: E402
-from export.sources.sr_nets import ESPCN, SRResNet  # noqa: E402
-from export.sources.torchvision_detection import (  # noqa: E402
+from visiongate.export.checkpoints import CheckpointError  # noqa: E402
+from visiongate.export.cli import ARCH_NAMES  # noqa: E402
+from visiongate.export.sources.architectures import ARCHITECTURES, ArchOptions, load_architecture  # noqa: E402
+from visiongate.export.sources.sr_nets import ESPCN, SRResNet  # noqa: E402
+from visiongate.export.sources.torchvision_detection import (  # noqa: E402
     DETECTORS,
     DecodedDetector,
     build_torchvision_detector,
     detector_normalisation,
 )
-from service.cli import main  # noqa: E402
+from visiongate.service.cli import main  # noqa: E402
 
 pytestmark = [
     pytest.mark.export,

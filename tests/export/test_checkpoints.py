@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-from export.checkpoints import (  # noqa: E402
+from visiongate.export.checkpoints import (  # noqa: E402
     CheckpointError,
     compare,
     load_first_fitting,
@@ -15,7 +15,7 @@ from export.checkpoints import (  # noqa: E402
     normalise_state_dict,
     read_checkpoint,
 )
-from export.sources.sr_nets import ESPCN, SRResNet  # noqa: E402
+from visiongate.export.sources.sr_nets import ESPCN, SRResNet  # noqa: E402
 
 pytestmark = pytest.mark.export
 

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from service import pbtxt
-from service.repository import read_model
+from visiongate.service import pbtxt
+from visiongate.service.repository import read_model
 
 pytestmark = pytest.mark.export
 
 
 def export(repo: Path, *names: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "service.cli", "export", "--no-progress", "--repository",
+    return subprocess.run([sys.executable, "-m", "visiongate.service.cli", "export", "--no-progress", "--repository",
                            str(repo), *names], capture_output=True, text=True, timeout=600)
 
 
@@ -78,7 +78,7 @@ def test_exporting_again_adds_version_2_and_keeps_version_1(fresh_repo: Path) ->
 
 
 def test_a_killed_export_leaves_no_visible_half_version(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "export", "--no-progress", "--repository",
+    proc = subprocess.Popen([sys.executable, "-m", "visiongate.service.cli", "export", "--no-progress", "--repository",
                              str(tmp_path), "efficientnet_lite0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     staged = None

@@ -15,11 +15,11 @@ pytest.importorskip("timm")
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 from google.protobuf import text_format  # noqa: E402
 
-from export.checkpoints import CheckpointError  # noqa: E402
-from export.onnx import PREPROCESS_KEY, read_metadata  # noqa: E402
-from export.sources.library import library_config, load_library_model  # noqa: E402
-from service.cli import main  # noqa: E402
-from service.proof_report import read_proof  # noqa: E402
+from visiongate.export.checkpoints import CheckpointError  # noqa: E402
+from visiongate.export.onnx import PREPROCESS_KEY, read_metadata  # noqa: E402
+from visiongate.export.sources.library import library_config, load_library_model  # noqa: E402
+from visiongate.service.cli import main  # noqa: E402
+from visiongate.service.proof_report import read_proof  # noqa: E402
 
 pytestmark = [
     pytest.mark.export,

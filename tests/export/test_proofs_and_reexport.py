@@ -19,13 +19,13 @@ pytest.importorskip("torchvision")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 from PIL import Image  # noqa: E402
 
-from export.photos import photo  # noqa: E402
-from export.reexport import ConfigConflict, merge_config  # noqa: E402
-from export.sources.sr_nets import ESPCN  # noqa: E402
-from service import pbtxt  # noqa: E402
-from service.cli import main  # noqa: E402
-from service.proof_report import read_proof, summarise  # noqa: E402
-from service.repository import read_model  # noqa: E402
+from visiongate.export.photos import photo  # noqa: E402
+from visiongate.export.reexport import ConfigConflict, merge_config  # noqa: E402
+from visiongate.export.sources.sr_nets import ESPCN  # noqa: E402
+from visiongate.service import pbtxt  # noqa: E402
+from visiongate.service.cli import main  # noqa: E402
+from visiongate.service.proof_report import read_proof, summarise  # noqa: E402
+from visiongate.service.repository import read_model  # noqa: E402
 
 pytestmark = [
     pytest.mark.export,
@@ -67,7 +67,7 @@ def test_images_dir_without_images_is_refused(tmp_path, classifier_checkpoint, c
 
 
 def test_a_detector_that_finds_nothing_is_refused_unless_allowed(tmp_path, capsys):
-    from export.sources.torchvision_detection import build_torchvision_detector
+    from visiongate.export.sources.torchvision_detection import build_torchvision_detector
 
     torch.manual_seed(0)
     path = tmp_path / "ssd.safetensors"  # random weights: every score is ~1/91, far below the threshold

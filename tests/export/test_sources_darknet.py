@@ -14,9 +14,9 @@ pytestmark = pytest.mark.export
 torch = pytest.importorskip("torch")
 skdata = pytest.importorskip("skimage.data")
 
-from export.sources.darknet import DarknetYolo, load_darknet_weights, parse_cfg, yolov3_tiny  # noqa: E402
-from export.sources.errors import WeightsNotInstalled, require_package_file  # noqa: E402
-from service.vision.preprocess import PreprocessConfig, preprocess  # noqa: E402
+from visiongate.export.sources.darknet import DarknetYolo, load_darknet_weights, parse_cfg, yolov3_tiny  # noqa: E402
+from visiongate.export.sources.errors import WeightsNotInstalled, require_package_file  # noqa: E402
+from visiongate.service.vision.preprocess import PreprocessConfig, preprocess  # noqa: E402
 
 THRESHOLD = 0.25
 

@@ -14,13 +14,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 skdata = pytest.importorskip("skimage.data")
 
-from export.sources.efficientnet_lite import (  # noqa: E402
+from visiongate.export.sources.efficientnet_lite import (  # noqa: E402
     efficientnet_lite1,
     efficientnet_lite2,
     load_positional_state_dict,
 )
-from export.sources.errors import WeightsNotInstalled  # noqa: E402
-from service.vision.preprocess import PreprocessConfig, preprocess  # noqa: E402
+from visiongate.export.sources.errors import WeightsNotInstalled  # noqa: E402
+from visiongate.service.vision.preprocess import PreprocessConfig, preprocess  # noqa: E402
 
 CATS = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 ESPRESSO = 967

@@ -19,10 +19,10 @@ pytestmark = pytest.mark.export
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-from export.photos import photo
-from export.sources import nanodet as nd
-from export.sources.errors import WeightsNotInstalled
-from service.vision.preprocess import PreprocessConfig, preprocess
+from visiongate.export.photos import photo
+from visiongate.export.sources import nanodet as nd
+from visiongate.export.sources.errors import WeightsNotInstalled
+from visiongate.service.vision.preprocess import PreprocessConfig, preprocess
 
 BOXES = 52 * 52 + 26 * 26 + 13 * 13  # 3549 cells at strides 8, 16, 32
 

@@ -27,8 +27,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def parsed():  # type: ignore[no-untyped-def]
-    from export.sources import human_models_seg as hm
-    from export.sources.errors import WeightsNotInstalled
+    from visiongate.export.sources import human_models_seg as hm
+    from visiongate.export.sources.errors import WeightsNotInstalled
 
     try:
         graph, weights = hm.load_graph("selfie", SELFIE)
@@ -38,7 +38,7 @@ def parsed():  # type: ignore[no-untyped-def]
 
 
 def network_input(name: str) -> np.ndarray:
-    from service.vision.preprocess import PreprocessConfig, preprocess
+    from visiongate.service.vision.preprocess import PreprocessConfig, preprocess
 
     x, _ = preprocess(photo(name), PreprocessConfig((256, 256), "letterbox", pad_value=0))
     return x
@@ -46,7 +46,7 @@ def network_input(name: str) -> np.ndarray:
 
 @pytest.mark.parametrize("name", PHOTOS)
 def test_onnx_matches_the_numpy_tf_reference(repo: Path, parsed, name: str) -> None:  # type: ignore[no-untyped-def]
-    from export.sources import human_models_seg as hm
+    from visiongate.export.sources import human_models_seg as hm
 
     x = network_input(name)
     expected = hm.person_probabilities(hm.run_reference(parsed, x[None].astype(np.float32) / 255))[0]
@@ -71,7 +71,7 @@ def test_the_export_recorded_its_parity_proof(repo: Path) -> None:
 
 
 def test_the_reference_finds_people_and_not_the_rocket(parsed) -> None:  # type: ignore[no-untyped-def]
-    from export.sources import human_models_seg as hm
+    from visiongate.export.sources import human_models_seg as hm
 
     for name, low, high in (("astronaut", 0.4, 0.7), ("camera", 0.2, 0.5), ("rocket", 0.0, 0.01)):
         p = hm.person_probabilities(
@@ -81,7 +81,7 @@ def test_the_reference_finds_people_and_not_the_rocket(parsed) -> None:  # type:
 
 
 def test_tf_same_padding_puts_the_odd_pixel_after() -> None:
-    from export.sources.human_models_seg import same_padding
+    from visiongate.export.sources.human_models_seg import same_padding
 
     assert same_padding(256, 3, 2) == (0, 1)
     assert same_padding(255, 3, 2) == (1, 1)
@@ -89,8 +89,8 @@ def test_tf_same_padding_puts_the_odd_pixel_after() -> None:
 
 
 def test_missing_files_name_the_fetch_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from export.sources import human_models_seg as hm
-    from export.sources.errors import WeightsNotInstalled
+    from visiongate.export.sources import human_models_seg as hm
+    from visiongate.export.sources.errors import WeightsNotInstalled
 
     monkeypatch.setenv(hm.ENV_DIR, str(tmp_path))
     with pytest.raises(WeightsNotInstalled, match=r"deploy/fetch-human-models\.sh"):
@@ -108,7 +108,7 @@ def test_export_defaults_skips_the_npm_model_when_its_files_are_missing(tmp_path
         [
             sys.executable,
             "-m",
-            "service.cli",
+            "visiongate.service.cli",
             "export",
             "selfie_segmentation",
             "--no-progress",

@@ -16,8 +16,8 @@ skdata = pytest.importorskip("skimage.data")
 
 from PIL import Image  # noqa: E402
 
-from export.sources.errors import WeightsNotInstalled  # noqa: E402
-from export.sources.waifu2x import load_upconv7, photo_x2_files, waifu2x_x2, waifu2x_x4  # noqa: E402
+from visiongate.export.sources.errors import WeightsNotInstalled  # noqa: E402
+from visiongate.export.sources.waifu2x import load_upconv7, photo_x2_files, waifu2x_x2, waifu2x_x4  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ torch = pytest.importorskip("torch")
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 from google.protobuf import text_format  # noqa: E402
 
-from export.sources.base import ModelCard  # noqa: E402
-from export.tensorrt import TensorRTUnavailable, profile_shapes, require_tensorrt, unavailable_reason  # noqa: E402
-from service.cli import main  # noqa: E402
+from visiongate.export.sources.base import ModelCard  # noqa: E402
+from visiongate.export.tensorrt import TensorRTUnavailable, profile_shapes, require_tensorrt, unavailable_reason  # noqa: E402
+from visiongate.service.cli import main  # noqa: E402
 
 pytestmark = [
     pytest.mark.export,
@@ -75,7 +75,7 @@ def test_tensorrt_plan_of_a_super_resolution_net_has_dynamic_sides(tmp_path):
     pytest.importorskip("tensorrt")
     from safetensors.torch import save_file
 
-    from export.sources.sr_nets import ESPCN
+    from visiongate.export.sources.sr_nets import ESPCN
 
     torch.manual_seed(0)
     checkpoint = Path(tmp_path / "espcn.safetensors")

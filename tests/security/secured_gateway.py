@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from support import free_port
 
-from service.security.keys import make_entry, new_key, read_file, write_file
+from visiongate.service.security.keys import make_entry, new_key, read_file, write_file
 
 ROOT = Path(__file__).resolve().parents[2]
 

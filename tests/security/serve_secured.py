@@ -1,5 +1,5 @@
 """``visiongate serve`` with ``install_security`` applied, for the tests until ``create_app`` calls it:
-the real ``service.server.serve`` (settings, logging, startup checks, TLS, connection guards, drain),
+the real ``visiongate.service.server.serve`` (settings, logging, startup checks, TLS, connection guards, drain),
 given an app factory that adds the security layer."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
-import service.server
-from service.app import create_app
-from service.security import install_security
-from service.settings import Settings
+import visiongate.service.server
+from visiongate.service.app import create_app
+from visiongate.service.security import install_security
+from visiongate.service.settings import Settings
 
 
 def create_secured_app(settings: Settings, backend: Any = None) -> FastAPI:
@@ -22,5 +22,5 @@ def create_secured_app(settings: Settings, backend: Any = None) -> FastAPI:
 
 
 if __name__ == "__main__":
-    service.server.create_app = create_secured_app  # type: ignore[assignment]
-    service.server.serve(Settings())
+    visiongate.service.server.create_app = create_secured_app  # type: ignore[assignment]
+    visiongate.service.server.serve(Settings())

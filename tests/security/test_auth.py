@@ -12,10 +12,10 @@ import httpx
 import pytest
 from secured_gateway import SecuredGateway, add_key
 
-from service.app import create_app
-from service.security.keys import read_file, write_file
-from service.security.scopes import OPEN, route_scopes, unclassified_routes
-from service.settings import Settings
+from visiongate.service.app import create_app
+from visiongate.service.security.keys import read_file, write_file
+from visiongate.service.security.scopes import OPEN, route_scopes, unclassified_routes
+from visiongate.service.settings import Settings
 
 CLASSIFY = "/v1/classify?model=efficientnet_lite0"
 
@@ -168,7 +168,7 @@ def test_every_route_of_the_app_has_a_scope_from_the_table() -> None:
 
 
 def test_grpc_calls_are_classified_by_the_same_table_and_keys_read_from_metadata() -> None:
-    from service.security import key_from_metadata, scope_for
+    from visiongate.service.security import key_from_metadata, scope_for
 
     service = "/inference.GRPCInferenceService/"
     assert scope_for("POST", service + "ModelInfer") == "infer"

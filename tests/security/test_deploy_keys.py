@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from service.security.keys import parse_entries
-from service.settings import Settings
+from visiongate.service.security.keys import parse_entries
+from visiongate.service.settings import Settings
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the manifests")
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.security.keys import (
+from visiongate.service.security.keys import (
     KeyStore,
     KeyStoreError,
     hash_key,

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from service.security.keys import KeyStore, hash_key
+from visiongate.service.security.keys import KeyStore, hash_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def keys(*args: str, store: Path | None = None,
          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     extra = ["--file", str(store)] if store is not None else []
-    return subprocess.run([sys.executable, "-m", "service.cli", "keys", *args[:1], *extra, *args[1:]],
+    return subprocess.run([sys.executable, "-m", "visiongate.service.cli", "keys", *args[:1], *extra, *args[1:]],
                           capture_output=True, text=True, timeout=60, cwd=ROOT,
                           env={**os.environ, **(env or {})})
 

@@ -9,12 +9,12 @@ from fastapi import Request
 from secured_gateway import add_key
 from starlette.testclient import TestClient
 
-from service.app import create_app
-from service.errors import RateLimited
-from service.security import charge_images, install_security
-from service.security.keys import make_entry, new_key
-from service.security.ratelimit import KeyLimits, TokenBucket
-from service.settings import Settings
+from visiongate.service.app import create_app
+from visiongate.service.errors import RateLimited
+from visiongate.service.security import charge_images, install_security
+from visiongate.service.security.keys import make_entry, new_key
+from visiongate.service.security.ratelimit import KeyLimits, TokenBucket
+from visiongate.service.settings import Settings
 
 
 def test_a_bucket_grants_its_capacity_then_refills_at_its_rate() -> None:

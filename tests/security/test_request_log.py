@@ -14,7 +14,7 @@ import httpx
 import pytest
 from secured_gateway import SecuredGateway, add_key
 
-from service.request_log import JsonFormatter, log_request
+from visiongate.service.request_log import JsonFormatter, log_request
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,15 @@ import pytest
 from secured_gateway import add_key
 from support import free_port, wait_ready
 
-from service.security import AuthNotConfigured, build_gate, is_loopback
-from service.settings import Settings
+from visiongate.service.security import AuthNotConfigured, build_gate, is_loopback
+from visiongate.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def serve(repository: Path, host: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--no-export", "--host", host,
+        [sys.executable, "-m", "visiongate.service.cli", "serve", "--no-export", "--host", host,
          "--port", str(free_port()), "--repository", str(repository)],
         env={**os.environ, "VISIONGATE_LOG_LEVEL": "warning", **env}, cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

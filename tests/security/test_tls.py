@@ -15,8 +15,8 @@ import httpx
 import pytest
 from support import free_port
 
-from service.security import TLSConfigError, tls_material
-from service.settings import Settings
+from visiongate.service.security import TLSConfigError, tls_material
+from visiongate.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENSSL = shutil.which("openssl")
@@ -52,7 +52,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _serve(repository: Path, env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--no-export", "--port", str(port), "--repository",
+        [sys.executable, "-m", "visiongate.service.cli", "serve", "--no-export", "--port", str(port), "--repository",
          str(repository)], env={**os.environ, "VISIONGATE_LOG_LEVEL": "warning", **env}, cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -128,7 +128,7 @@ def test_incomplete_or_mismatched_tls_settings_are_refused_at_start(pki: Path, l
     with pytest.raises(TLSConfigError, match="do not load"):
         tls_material(Settings(tls_certfile=pki / "server.pem", tls_keyfile=pki / "client.key"))
     out = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--no-export", "--port", str(free_port()),
+        [sys.executable, "-m", "visiongate.service.cli", "serve", "--no-export", "--port", str(free_port()),
          "--repository", str(lite_repository)], cwd=ROOT, capture_output=True, text=True, timeout=60,
         env={**os.environ, "VISIONGATE_TLS_CERTFILE": str(pki / "missing.pem"),
              "VISIONGATE_TLS_KEYFILE": str(pki / "server.key")})

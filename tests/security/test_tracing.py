@@ -19,8 +19,8 @@ pytest.importorskip("opentelemetry.sdk", reason="needs the otel extra")
 from otlp_receiver import OTLPReceiver
 from secured_gateway import SecuredGateway, add_key
 
-from service import telemetry
-from service.settings import Settings
+from visiongate.service import telemetry
+from visiongate.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_KIND = 2  # opentelemetry.proto.trace.v1.Span.SPAN_KIND_SERVER
@@ -95,8 +95,8 @@ def test_stage_spans_nest_under_the_current_span_and_cross_threads(receiver: OTL
 def test_with_tracing_off_spans_cost_nothing_and_a_callers_traceparent_is_passed_on() -> None:
     code = """
 import sys
-from service import telemetry
-from service.settings import Settings
+from visiongate.service import telemetry
+from visiongate.service.settings import Settings
 assert telemetry.build_tracing(Settings()) is None
 assert telemetry.span("decode", images=1) is telemetry.NO_SPAN
 with telemetry.span("decode") as s:
@@ -119,8 +119,8 @@ def test_tracing_on_without_the_package_says_which_extra_to_install() -> None:
     code = """
 import sys
 sys.modules["opentelemetry.sdk"] = None  # as if the otel extra were not installed
-from service import telemetry
-from service.settings import Settings
+from visiongate.service import telemetry
+from visiongate.service.settings import Settings
 try:
     telemetry.build_tracing(Settings(tracing="on"))
 except telemetry.TracingUnavailable as exc:

@@ -213,9 +213,9 @@ def torchvision_case(arch: str, out: Path, size: int = 320) -> Case:
     import torch
     from torchvision.models import detection
 
-    from export.onnx import export_onnx
-    from export.sources.base import LoadedModel, ModelCard
-    from export.sources.torchvision_detection import DecodedDetector, detector_normalisation
+    from visiongate.export.onnx import export_onnx
+    from visiongate.export.sources.base import LoadedModel, ModelCard
+    from visiongate.export.sources.torchvision_detection import DecodedDetector, detector_normalisation
 
     torch.manual_seed(0)
     # RetinaNet resizes to min_size inside forward; at the input's own size that resize is the identity

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from support import encode, photo
 
-from service.vision.decode import DecodeError, TooManyPixels, decode
+from visiongate.service.vision.decode import DecodeError, TooManyPixels, decode
 
 LIMIT = 50_000_000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.vision.draw import PALETTE, draw_detections
+from visiongate.service.vision.draw import PALETTE, draw_detections
 from support import photo
 
 

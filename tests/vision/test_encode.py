@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.vision.encode import encode, format_from_accept
+from visiongate.service.vision.encode import encode, format_from_accept
 from support import photo
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.vision.detection import select
-from service.vision.heads import HEADS, HeadOptions, OutputLayoutError, decode, get_head, num_classes
+from visiongate.service.vision.detection import select
+from visiongate.service.vision.heads import HEADS, HeadOptions, OutputLayoutError, decode, get_head, num_classes
 
 OPTS = HeadOptions(score_threshold=0.3, iou_threshold=0.5, max_detections=10)
 # two heavily overlapping boxes (IoU 0.82) and one far away, xyxy in input pixels

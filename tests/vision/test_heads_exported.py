@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from head_graphs import Case, detr_case, torchvision_case, ultralytics_case
 
-from service.vision.heads import HeadOptions, decode
+from visiongate.service.vision.heads import HeadOptions, decode
 
 pytestmark = [pytest.mark.export, pytest.mark.slow]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from support import photo
 
-from service.vision import masks as vm
-from service.vision.preprocess import Placement, PreprocessConfig, preprocess
+from visiongate.service.vision import masks as vm
+from visiongate.service.vision.preprocess import Placement, PreprocessConfig, preprocess
 
 rng = np.random.default_rng(7)
 

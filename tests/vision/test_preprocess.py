@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.vision.postprocess import softmax, top_k
-from service.vision.preprocess import PreprocessConfig, preprocess, shrink_limit, to_model_layout
+from visiongate.service.vision.postprocess import softmax, top_k
+from visiongate.service.vision.preprocess import PreprocessConfig, preprocess, shrink_limit, to_model_layout
 
 CROP = PreprocessConfig(input_size=(224, 224), resize="center_crop", resize_size=256)
 LETTERBOX = PreprocessConfig(input_size=(416, 416), resize="letterbox", pad_value=127)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.vision.tiles import (attach_alpha, cut, max_input_pixels, output_fits, plan_tiles, stitch,
+from visiongate.service.vision.tiles import (attach_alpha, cut, max_input_pixels, output_fits, plan_tiles, stitch,
                                   to_pixels, upscale_alpha)
 from support import photo
 
