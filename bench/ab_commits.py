@@ -19,8 +19,18 @@ from pathlib import Path
 from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import (MODEL, REPOSITORY, ROOT, Point, client_session, closed_loop, free_port,  # noqa: E402
-                          http_sender, load_images, start_server)
+from bench.common import (
+    MODEL,
+    REPOSITORY,
+    ROOT,
+    Point,
+    client_session,
+    closed_loop,
+    free_port,
+    http_sender,
+    load_images,
+    start_server,
+)
 
 
 def serve(tree: Path, name: str):  # type: ignore[no-untyped-def]

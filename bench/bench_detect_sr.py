@@ -31,13 +31,24 @@ import onnxruntime as ort
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import (NCPU, REPOSITORY, client_session, closed_loop, cpu_delta, cpu_snapshot,  # noqa: E402
-                          load_images, log, percentiles_ms, start_gateway, table)
-from visiongate.service.repository import read_model  # noqa: E402
-from visiongate.service.settings import Settings  # noqa: E402
-from visiongate.service.vision import detection, tiles  # noqa: E402
-from visiongate.service.vision.decode import decode  # noqa: E402
-from visiongate.service.vision.encode import encode  # noqa: E402
+from bench.common import (
+    NCPU,
+    REPOSITORY,
+    client_session,
+    closed_loop,
+    cpu_delta,
+    cpu_snapshot,
+    load_images,
+    log,
+    percentiles_ms,
+    start_gateway,
+    table,
+)
+from visiongate.service.repository import read_model
+from visiongate.service.settings import Settings
+from visiongate.service.vision import detection, tiles
+from visiongate.service.vision.decode import decode
+from visiongate.service.vision.encode import encode
 
 DETECTOR, SR = "yolov3_tiny", "waifu2x_x2"
 

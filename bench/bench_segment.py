@@ -26,11 +26,11 @@ import httpx
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import load_images, start_server  # noqa: E402
-from visiongate.service.repository import read_model  # noqa: E402
-from visiongate.service.vision import masks  # noqa: E402
-from visiongate.service.vision.decode import decode  # noqa: E402
-from visiongate.service.vision.preprocess import preprocess, shrink_limit  # noqa: E402
+from bench.common import load_images, start_server
+from visiongate.service.repository import read_model
+from visiongate.service.vision import masks
+from visiongate.service.vision.decode import decode
+from visiongate.service.vision.preprocess import preprocess, shrink_limit
 
 MODEL = "selfie_segmentation"
 

@@ -31,8 +31,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "backends"))
-from bench.common import (MODEL, NCPU, REPOSITORY, SCRATCH, chelsea_jpeg, client_session, closed_loop,  # noqa: E402
-                          http_sender, load_images, log, start_gateway, table)
+from bench.common import (  # noqa: E402
+    MODEL,
+    NCPU,
+    REPOSITORY,
+    SCRATCH,
+    chelsea_jpeg,
+    client_session,
+    closed_loop,
+    http_sender,
+    load_images,
+    log,
+    start_gateway,
+    table,
+)
 
 CAT_IDS = range(281, 286)
 

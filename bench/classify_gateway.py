@@ -18,9 +18,19 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import (MODEL, NCPU, chelsea_jpeg, client_session, closed_loop, http_sender, load_images, log,  # noqa: E402
-                          start_gateway, table)
-from bench.inprocess import raw_at  # noqa: E402
+from bench.common import (
+    MODEL,
+    NCPU,
+    chelsea_jpeg,
+    client_session,
+    closed_loop,
+    http_sender,
+    load_images,
+    log,
+    start_gateway,
+    table,
+)
+from bench.inprocess import raw_at
 
 CAT_IDS = range(281, 286)  # ImageNet tabby/tiger/Persian/Siamese/Egyptian cat
 

@@ -22,8 +22,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import (MODEL, NCPU, client_session, closed_loop, http_sender, load_images, log,  # noqa: E402
-                          percentiles_ms, rss_bytes, start_gateway, table)
+from bench.common import (
+    MODEL,
+    NCPU,
+    client_session,
+    closed_loop,
+    http_sender,
+    load_images,
+    log,
+    percentiles_ms,
+    rss_bytes,
+    start_gateway,
+    table,
+)
 
 FAST_S = 0.1
 
@@ -112,7 +123,7 @@ async def run(url: str, jpegs: list[bytes], pid: int, factors: list[float], dura
             try:
                 await send(jpegs[0])
                 break
-            except Exception:  # noqa: BLE001 - 503 while it drains
+            except Exception:
                 await asyncio.sleep(0.2)
         recovered_s = time.perf_counter() - t0
         after = (await closed_loop("after", send, jpegs, 1, min(duration_s, 4.0), warmup_s=0.0,

@@ -146,7 +146,7 @@ def quantize(fp32: Path, target: Path, calibration: np.ndarray, options: Int8Opt
         # onnxruntime's recommended step: graph optimisation (folds BatchNorm etc.) and shape inference
         try:
             quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=False)
-        except Exception:  # noqa: BLE001 - symbolic inference gives up on data-dependent shapes (detector heads)
+        except Exception:
             logger.info("symbolic shape inference failed for %s; using ONNX shape inference only", fp32)
             quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         model = onnx.load(str(prepared))

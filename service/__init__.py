@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_app", "Settings"]
+__all__ = ["Settings", "__version__", "create_app"]
 
 
 def __getattr__(name: str) -> object:

@@ -11,16 +11,15 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__
-from .api import classify, detect, health, models, segment, super_resolve
-from .api import ui
+from .api import classify, detect, health, models, segment, super_resolve, ui
 from .api import v2 as oip_v2
 from .backends.base import Backend
+from .deadlines import DeadlineMiddleware
+from .disconnects import CancelOnDisconnect
 from .errors import CatchAllMiddleware, install_error_handlers
 from .grpc import start_grpc
 from .inference import InferenceService
 from .memory import release_when_quiet
-from .deadlines import DeadlineMiddleware
-from .disconnects import CancelOnDisconnect
 from .metrics import Metrics
 from .middleware import AdmissionMiddleware, MetricsMiddleware, OpenRequests
 from .schemas import document_limits

@@ -9,24 +9,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
 
 from .backends.base import Backend, Job, Tensors, concat_outputs
+from .errors import (
+    BackendError,
+    BackendUnavailable,
+    ImageTooLarge,
+    InvalidArgument,
+    InvalidImage,
+    NonFiniteOutput,
+    OutputTooLarge,
+    VisionGateError,
+    WrongTask,
+)
+from .repository import ModelSpec, Task
 from .request_log import note
+from .schemas import ClassifyResult, ClassScore, Detection, DetectResult, ImageSize
 from .security.ratelimit import charge_images
+from .settings import Settings
 from .telemetry import span
 from .tensors import check_inputs
-from .errors import (BackendError, BackendUnavailable, ImageTooLarge, InvalidArgument, InvalidImage,
-                     NonFiniteOutput, OutputTooLarge, VisionGateError, WrongTask)
-from .repository import ModelSpec, Task
-from .schemas import ClassifyResult, ClassScore, Detection, DetectResult, ImageSize
-from .settings import Settings
 from .vision import decode as vdecode
 from .vision import detection as vdet
 from .vision import heads as vheads
@@ -35,7 +44,6 @@ from .vision.draw import draw_detections
 from .vision.encode import ImageFormat, encode
 from .vision.postprocess import softmax, top_k
 from .vision.preprocess import Placement, preprocess, shrink_limit
-
 
 T = TypeVar("T")
 

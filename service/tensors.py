@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InvalidArgument
 from . import dtypes
+from .errors import InvalidArgument
 from .repository import ModelSpec
 
 

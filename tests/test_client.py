@@ -16,15 +16,23 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
-from visiongate.service.client import (AsyncClient, BadRequestError, Client, ClientConnectionError, GatewayError,
-                            NotFoundError, PayloadTooLargeError, UnavailableError)
-from visiongate.service.schemas import ClassifyResult, DetectResult, ModelInfo
 from support import FAKE, encode, free_port, running_gateway
+from visiongate.service.client import (
+    AsyncClient,
+    BadRequestError,
+    Client,
+    ClientConnectionError,
+    GatewayError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnavailableError,
+)
+from visiongate.service.schemas import ClassifyResult, DetectResult, ModelInfo
 
 CAT_IDS = {281, 282, 285}
 
@@ -196,7 +204,7 @@ class Scripted503Server:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 outer.calls.append(time.monotonic())
                 if len(outer.calls) <= busy:
                     body = json.dumps({"error": {"type": "Overloaded", "message": "queue full"}}).encode()

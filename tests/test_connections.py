@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from support import GatewayProcess, wait_ready
 
 MAX_CONNECTIONS = 12

@@ -18,8 +18,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from support import free_port
 
+from support import free_port
 from visiongate.service.connections import GuardedHttpToolsProtocol
 from visiongate.service.edge import EdgeApp
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 from PIL import Image
+
 from support import GatewayProcess, photo, wait_ready
 
 

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from starlette.routing import Match
 
+from support import GatewayProcess, wait_ready
 from visiongate.service.api.routing import RouteTable, _flatten
 from visiongate.service.app import create_app
 from visiongate.service.settings import Settings
-from support import GatewayProcess, wait_ready
 
 FAKE = {"VISIONGATE_BACKEND": "fake"}
 
@@ -87,7 +86,7 @@ def test_an_overloaded_model_refuses_before_the_body_is_parsed_and_keeps_the_con
                             r = await client.post("/v1/classify", content=chelsea_jpeg,
                                                   headers={"content-type": "image/jpeg"})
                             assert r.status_code in (200, 503), r.text
-                        except BaseException as exc:  # noqa: BLE001 - reported below
+                        except BaseException as exc:
                             errors.append(exc)
                             return
                 await asyncio.gather(*(loop() for _ in range(16)))

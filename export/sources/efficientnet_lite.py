@@ -32,7 +32,7 @@ _WEIGHTS = {
 }
 
 
-def load_positional_state_dict(model: nn.Module, source: "OrderedDict[str, torch.Tensor]") -> None:
+def load_positional_state_dict(model: nn.Module, source: OrderedDict[str, torch.Tensor]) -> None:
     """Load ``source`` into ``model`` by position, checking shapes and parameter roles.
 
     Both dicts must list the same tensors in the same order; the key *suffix* (``weight``,

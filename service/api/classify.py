@@ -6,10 +6,10 @@ from fastapi import APIRouter, Query, Request
 
 from ..errors import error_responses
 from ..schemas import ClassifyResult
-from .routing import inference_route
 from .deps import ServiceDep, SettingsDep
 from .images import IMAGE_REQUEST_BODY, request_images
 from .responses import json_result
+from .routing import inference_route
 
 router = APIRouter(tags=["tasks"])
 

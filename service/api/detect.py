@@ -10,10 +10,10 @@ from ..errors import InvalidArgument, error_responses
 from ..inference import MAX_DETECTIONS, DetectOptions
 from ..schemas import DetectResult
 from ..vision.encode import MEDIA_TYPES, ImageFormat, format_from_accept
-from .routing import inference_route
 from .deps import ServiceDep, SettingsDep
 from .images import IMAGE_REQUEST_BODY, request_images
 from .responses import json_result
+from .routing import inference_route
 
 router = APIRouter(tags=["tasks"])
 

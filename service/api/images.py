@@ -14,11 +14,10 @@ then (``one_or_many``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import asyncio
 import base64
 import binascii
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from starlette.datastructures import UploadFile

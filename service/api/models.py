@@ -6,10 +6,10 @@ from pathlib import Path
 
 from fastapi import APIRouter
 
-from ..errors import error_responses
-from ..repository import ModelSpec
 from ..backends.base import resolve_version
+from ..errors import error_responses
 from ..proof_report import read_proof
+from ..repository import ModelSpec
 from ..schemas import ModelInfo, ModelList, UnavailableModel
 from .deps import ServiceDep, SettingsDep
 

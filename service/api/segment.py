@@ -8,12 +8,12 @@ from fastapi import APIRouter, Query, Request, Response
 
 from ..errors import InvalidArgument, error_responses
 from ..inference import MAX_DETECTIONS
-from .routing import inference_route
 from ..segmentation import Segmenter, SegmentOptions, SegmentResult
 from ..vision.encode import MEDIA_TYPES, ImageFormat, format_from_accept
 from .deps import ServiceDep, SettingsDep
 from .images import IMAGE_REQUEST_BODY, request_images
 from .responses import json_result
+from .routing import inference_route
 
 router = APIRouter(tags=["tasks"])
 

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query, Request, Response
 
 from ..errors import InvalidArgument, error_responses
 from ..vision.encode import MEDIA_TYPES, encode, format_from_accept
-from .routing import inference_route
 from .deps import ServiceDep, SettingsDep
 from .images import IMAGE_REQUEST_BODY, request_images
+from .routing import inference_route
 
 router = APIRouter(tags=["tasks"])
 

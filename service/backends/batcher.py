@@ -351,7 +351,7 @@ class Batcher:
             if item.prepare is not None:
                 try:
                     item.inputs = item.prepare()
-                except BaseException as exc:  # noqa: BLE001 - a bad image fails its own request only
+                except BaseException as exc:
                     item.loop.call_soon_threadsafe(_resolve, item.future, None, exc)
                     continue
             live.append(item)
@@ -368,7 +368,7 @@ class Batcher:
         ran = time.monotonic()
         try:
             outputs = (self._run_alone if alone and self._run_alone is not None else self._run)(stacked)
-        except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
+        except BaseException as exc:
             for item in live:
                 item.loop.call_soon_threadsafe(_resolve, item.future, None, exc)
             stats.record_failure(len(live), time.monotonic() - started)

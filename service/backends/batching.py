@@ -17,8 +17,17 @@ from ..deadlines import remaining_s, waited_s
 from ..errors import InvalidArgument, ModelNotFound, ModelNotReady
 from ..repository import ModelSpec
 from ..settings import Settings
-from .base import (Job, ModelState, ModelStats, ModelStatus, Tensors, Ticket, batch_slices, concat_outputs,
-                   resolve_version)
+from .base import (
+    Job,
+    ModelState,
+    ModelStats,
+    ModelStatus,
+    Tensors,
+    Ticket,
+    batch_slices,
+    concat_outputs,
+    resolve_version,
+)
 from .batcher import Batcher, Reservation, RunBatch, model_stats
 
 logger = logging.getLogger("visiongate.backend")

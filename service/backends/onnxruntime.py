@@ -16,8 +16,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from ..errors import BackendError, InvalidArgument, ModelLoadFailed, ModelNotFound, ServiceUnavailable
 from ..autocomplete import graph_info
+from ..errors import BackendError, InvalidArgument, ModelLoadFailed, ModelNotFound, ServiceUnavailable
 from ..repository import ConfigError, ModelSpec, read_model, scan
 from ..settings import Settings
 from .base import ModelState, ModelStatus, Tensors
@@ -130,7 +130,7 @@ class OnnxRuntimeBackend(BatchedBackend):
         self._states[name] = ModelStatus(name, ModelState.LOADING)
         try:
             loaded = self._load(model_dir)
-        except Exception as exc:  # noqa: BLE001 - one broken model must not take the others down
+        except Exception as exc:
             self._fail(name, str(exc))
             return
         if loaded is None:

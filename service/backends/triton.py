@@ -28,13 +28,33 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from ..deadlines import remaining_s
-from ..errors import (BackendError, BadRequest, BackendUnavailable, DeadlineExceeded, InvalidArgument, ModelNotFound,
-                      ModelNotReady, Overloaded, ServiceUnavailable, VisionGateError)
+from ..errors import (
+    BackendError,
+    BackendUnavailable,
+    BadRequest,
+    DeadlineExceeded,
+    InvalidArgument,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+    ServiceUnavailable,
+    VisionGateError,
+)
 from ..repository import ConfigError, ModelSpec, read_labels, spec_from_config
 from ..settings import Settings
-from .base import (Duration, Job, ModelState, ModelStats, ModelStatus, Tensors, Ticket, batch_slices, concat_outputs,
-                   resolve_version)
 from ._triton_clients import TritonClient, make_client
+from .base import (
+    Duration,
+    Job,
+    ModelState,
+    ModelStats,
+    ModelStatus,
+    Tensors,
+    Ticket,
+    batch_slices,
+    concat_outputs,
+    resolve_version,
+)
 
 logger = logging.getLogger("visiongate.triton")
 
@@ -424,4 +444,4 @@ class TritonBackend:
                 self._idle.set()
 
 
-__all__ = ["TritonBackend", "TritonTicket", "triton_errors", "error_class", "GRPC_STATUS", "HTTP_STATUS", "MESSAGES"]
+__all__ = ["GRPC_STATUS", "HTTP_STATUS", "MESSAGES", "TritonBackend", "TritonTicket", "error_class", "triton_errors"]

@@ -22,8 +22,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..vision.formats import SNIFF_BYTES, sniff
 from ..errors import InvalidImage, PayloadTooLarge
+from ..vision.formats import SNIFF_BYTES, sniff
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib",
                               ".tif", ".tiff", ".webp"})

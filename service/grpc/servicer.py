@@ -88,7 +88,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
-            except Exception as exc:  # noqa: BLE001 - every error becomes a status, as REST answers it
+            except Exception as exc:
                 error, status = to_grpc(exc)
                 code = status.code
                 self._log(method, error)
@@ -202,7 +202,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 with request_deadline(self._timeout_s(context)):
                     response = await self._admitted(lambda: self._infer(request))
                 await answers.put(pb.ModelStreamInferResponse(infer_response=response))
-            except Exception as exc:  # noqa: BLE001 - every error becomes a status, as REST answers it
+            except Exception as exc:
                 error, status = to_grpc(exc)
                 code = status.code
                 self._log("ModelStreamInfer", error)

@@ -168,7 +168,7 @@ def decode(data: bytes, max_pixels: int, shrink_limit: ShrinkLimit | None = None
     fmt = img.format
     try:
         orientation = img.getexif().get(0x0112, 1)
-    except Exception:  # a broken EXIF block should not cost the image  # noqa: BLE001
+    except Exception:  # a broken EXIF block should not cost the image
         orientation = 1
     full_size: tuple[int, int] | None = None  # known before loading only where a shrink needs it
     limit = None

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 from starlette.testclient import TestClient
 
+from support import GatewayProcess, encode, photo, wait_ready
 from visiongate.service.app import create_app
 from visiongate.service.settings import Settings
-from support import GatewayProcess, encode, photo, wait_ready
 
 FAKE_MODELS = ["fake_classifier", "fake_detector", "fake_upscaler"]
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 from PIL import Image
+
 from support import encode, photo
 
 ENDPOINTS = ["/v1/classify", "/v1/detect", "/v1/detect?annotated=true", "/v1/super-resolve"]

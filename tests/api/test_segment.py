@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from segment_models import SELFIE, segment_repository
+
 from support import encode, photo, running_gateway
 
 DATA = Path(__file__).resolve().parent.parent / "data"

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-
 tritonclient_http = pytest.importorskip("tritonclient.http")
 skdata = pytest.importorskip("skimage.data")
 

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from triton_server import TritonInstall, TritonNotInstalled, TritonServer, find_install, python_repository
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support import encode, photo, run_model
 from visiongate.service.backends.base import Backend
 from visiongate.service.backends.onnxruntime import OnnxRuntimeBackend
 from visiongate.service.backends.triton import TritonBackend
 from visiongate.service.errors import InvalidArgument, ModelNotFound
 from visiongate.service.inference import prepare
 from visiongate.service.settings import Settings
-from support import encode, photo, run_model
 
 MODEL = "efficientnet_lite0"
 

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support import run_model
 from visiongate.service import pbtxt
 from visiongate.service.backends.onnxruntime import OnnxRuntimeBackend
-from visiongate.service.errors import InvalidArgument, ModelNotReady, ModelNotFound
+from visiongate.service.errors import InvalidArgument, ModelNotFound, ModelNotReady
 from visiongate.service.settings import Settings
-
-from support import run_model
 
 
 @pytest.fixture

@@ -14,17 +14,31 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from triton_server import TritonServer
 from tritonclient.utils import InferenceServerException
 
+from support import GatewayProcess, free_port, photo, run_model, wait_ready
 from visiongate.service.backends.onnxruntime import OnnxRuntimeBackend
-from visiongate.service.backends.triton import (GRPC_STATUS, HTTP_STATUS, TritonBackend, error_class,
-                                     parse_classification, triton_errors)
-from visiongate.service.errors import (BackendError, BackendUnavailable, DeadlineExceeded, InvalidArgument,
-                            ModelNotFound, ModelNotReady, Overloaded, ServiceUnavailable)
+from visiongate.service.backends.triton import (
+    GRPC_STATUS,
+    HTTP_STATUS,
+    TritonBackend,
+    error_class,
+    parse_classification,
+    triton_errors,
+)
+from visiongate.service.errors import (
+    BackendError,
+    BackendUnavailable,
+    DeadlineExceeded,
+    InvalidArgument,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+    ServiceUnavailable,
+)
 from visiongate.service.inference import InferenceService
 from visiongate.service.settings import Settings
-from support import GatewayProcess, free_port, photo, wait_ready, run_model
-from triton_server import TritonServer
 
 PROTOCOLS = ("grpc", "http")
 
@@ -214,8 +228,8 @@ async def test_detect_and_sr_tensors_match_the_embedded_runtime(service: Inferen
                                                                 embedded: InferenceService, model: str) -> None:
     if model not in {m.name for m in embedded.backend.models()}:
         pytest.skip(f"{model} is not exported in this repository")
-    from visiongate.service.inference import prepare
     from support import encode
+    from visiongate.service.inference import prepare
 
     spec = embedded.backend.describe(model)
     image = encode(photo("astronaut")[:96, :128] if spec.task == "super_resolve" else photo("coffee"))

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from support import encode, photo
 from visiongate.service.batch.ledger import chunk_files, read_chunk
 from visiongate.service.batch.records import Record
-from support import encode, photo
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "motorcycle")
 

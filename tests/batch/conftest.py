@@ -53,7 +53,7 @@ def sr_repo(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _one_model_repo(repository, tmp_path_factory, "waifu2x_x2")
 
 
-def _triton_helpers():  # noqa: ANN202 - a module
+def _triton_helpers():
     """tests/backends/triton_server.py, loaded by path (that folder is not on sys.path from here)."""
     import importlib.util
     import sys
@@ -71,7 +71,7 @@ def _triton_helpers():  # noqa: ANN202 - a module
 
 
 @pytest.fixture(scope="session")
-def triton_classifier(repository: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def triton_classifier(repository: Path, tmp_path_factory: pytest.TempPathFactory):
     """A real tritonserver (nvidia-pytriton's binary, python backend) serving the classifier."""
     helpers = _triton_helpers()
     try:

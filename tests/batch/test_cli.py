@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from batch_photos import ok, records
 from PIL import Image
 
+from support import encode, photo
 from visiongate.service.batch.cli import main
 from visiongate.service.batch.ledger import chunk_files
 from visiongate.service.batch.progress import Progress
 from visiongate.service.batch.writers import parquet_available
-from batch_photos import ok, records
-from support import encode, photo
 
 CAT_IDS = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 

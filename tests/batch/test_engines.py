@@ -14,19 +14,27 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
+from batch_photos import ok, records
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from support import encode, free_port, photo
 from visiongate.service.batch.cli import main
 from visiongate.service.batch.engines import remote_error
 from visiongate.service.batch.ledger import chunk_files
-from batch_photos import ok, records
-from visiongate.service.errors import (BackendUnavailable, BadRequest, DeadlineExceeded, InvalidImage, ModelNotFound,
-                            InternalError, Overloaded, ServiceUnavailable)
-from support import encode, free_port, photo
+from visiongate.service.errors import (
+    BackendUnavailable,
+    BadRequest,
+    DeadlineExceeded,
+    InternalError,
+    InvalidImage,
+    ModelNotFound,
+    Overloaded,
+    ServiceUnavailable,
+)
 
 
 def score(source: Path, dest: Path, *extra: str, task: str = "classify") -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from batch_photos import records
+
 from support import encode, photo
 
 ROOT = Path(__file__).resolve().parents[2]

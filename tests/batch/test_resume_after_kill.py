@@ -11,8 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from batch_photos import write_jpegs
+
 from visiongate.service.batch.ledger import chunk_files, read_chunk
 
 N_IMAGES = 240

@@ -7,8 +7,14 @@ import asyncio
 import pytest
 
 from visiongate.service.batch.retry import RetriesExhausted, RetryPolicy, is_transient, with_retries
-from visiongate.service.errors import (BackendError, BackendUnavailable, DeadlineExceeded, InvalidImage, ModelNotFound,
-                            Overloaded)
+from visiongate.service.errors import (
+    BackendError,
+    BackendUnavailable,
+    DeadlineExceeded,
+    InvalidImage,
+    ModelNotFound,
+    Overloaded,
+)
 
 
 class Flaky:

@@ -8,8 +8,8 @@ import numpy as np
 from batch_photos import ok, records
 from PIL import Image
 from segment_models import ROOT, segment_repository
-from support import encode, photo
 
+from support import encode, photo
 from visiongate.service.batch.cli import main
 from visiongate.service.vision.masks import decode_rle
 

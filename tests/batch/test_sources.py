@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support import encode, photo
 
+from support import encode, photo
 from visiongate.service.batch.sources import list_images, read_image
-from visiongate.service.vision.formats import sniff
 from visiongate.service.errors import InvalidImage, PayloadTooLarge
+from visiongate.service.vision.formats import sniff
 
 
 def test_lists_image_named_files_recursively_sorted_without_hidden_ones(mixed_folder: Path) -> None:

@@ -6,11 +6,11 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from batch_photos import ok, records
 
 from visiongate.service.batch.cli import main
 from visiongate.service.batch.ledger import chunk_files
 from visiongate.service.batch.records import Record
-from batch_photos import ok, records
 
 CAT_IDS = {281, 282, 285}
 
@@ -23,7 +23,7 @@ def top1(recs: dict[str, Record]) -> dict[str, int | str | None]:
 @pytest.mark.triton
 @pytest.mark.parametrize("scheme", ["triton", "triton+http"])
 def test_scoring_via_triton_gives_the_in_process_answers(
-        scheme: str, mixed_folder: Path, triton_classifier, classify_repo: Path,  # noqa: ANN001
+        scheme: str, mixed_folder: Path, triton_classifier, classify_repo: Path,
         tmp_path: Path) -> None:
     port = triton_classifier.grpc_port if scheme == "triton" else triton_classifier.http_port
     base = ["--task", "classify", "--progress", "none", "--model", "efficientnet_lite0",
@@ -39,7 +39,7 @@ def test_scoring_via_triton_gives_the_in_process_answers(
 
 
 @pytest.fixture(scope="module")
-def local_ray():  # noqa: ANN201
+def local_ray():
     if importlib.util.find_spec("ray") is None:
         pytest.skip("ray is not installed: pip install 'visiongate[ray]'")
     import ray
@@ -53,7 +53,7 @@ def local_ray():  # noqa: ANN201
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")  # Ray Data's own internals
-def test_ray_data_scoring_writes_the_same_records_and_resumes(local_ray, mixed_folder: Path,  # noqa: ANN001
+def test_ray_data_scoring_writes_the_same_records_and_resumes(local_ray, mixed_folder: Path,
                                                               classify_repo: Path, tmp_path: Path) -> None:
     base = ["--task", "classify", "--progress", "none", "--repository", str(classify_repo),
             "--chunk-size", "3"]

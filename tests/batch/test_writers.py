@@ -8,12 +8,17 @@ from typing import BinaryIO
 
 import pytest
 
+from support import encode, photo
 from visiongate.service.batch.ledger import read_chunk
 from visiongate.service.batch.records import Record
 from visiongate.service.batch.shard import Shard
-from visiongate.service.batch.writers import (ChunkWriter, atomic_write, image_output_path, parquet_available,
-                                   save_output_image)
-from support import encode, photo
+from visiongate.service.batch.writers import (
+    ChunkWriter,
+    atomic_write,
+    image_output_path,
+    parquet_available,
+    save_output_image,
+)
 
 RECORDS = [
     Record.ok("cats/chelsea.jpg", {"model": "m", "predictions": [{"label": "tabby", "score": 0.45}]}),

@@ -270,7 +270,7 @@ def test_container_smoke_script_passes_shellcheck() -> None:
 
 def test_dockerfile_builds_a_non_root_gateway_on_a_configurable_debian_base() -> None:
     instructions = _dockerfile_instructions()
-    assert ("ARG", "BASE_IMAGE=debian:bookworm-slim") == instructions[0]
+    assert instructions[0] == ("ARG", "BASE_IMAGE=debian:bookworm-slim")
     stages = [args.split() for op, args in instructions if op == "FROM"]
     assert [s[-1] for s in stages if "AS" in s] == ["builder", "runtime", "model-export", "with-models"]
     # a plain `docker build .` gives the gateway, without the optional torch export stage

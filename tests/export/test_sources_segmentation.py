@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from segment_models import SELFIE, segment_repository
+
 from support import photo
 
 pytestmark = pytest.mark.export

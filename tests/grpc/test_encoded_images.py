@@ -12,11 +12,11 @@ import tritonclient.http as th
 from tritonclient.utils import InferenceServerException
 
 from conftest import Gateway
+from support import encode, photo
 from visiongate.service.backends.fake import FAKE_CONFIGS, FAKE_LABELS
 from visiongate.service.inference import prepare
 from visiongate.service.repository import spec_from_config
 from visiongate.service.settings import Settings
-from support import encode, photo
 
 SPEC = spec_from_config(FAKE_CONFIGS["fake_classifier"], labels=FAKE_LABELS["fake_classifier"], versions=(1,))
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from support import free_port
 
+from support import free_port
 from visiongate.service.security.keys import make_entry, new_key, read_file, write_file
 
 ROOT = Path(__file__).resolve().parents[2]

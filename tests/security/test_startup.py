@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from secured_gateway import add_key
-from support import free_port, wait_ready
 
+from support import free_port, wait_ready
 from visiongate.service.security import AuthNotConfigured, build_gate, is_loopback
 from visiongate.service.settings import Settings
 

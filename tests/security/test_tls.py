@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import free_port
 
+from support import free_port
 from visiongate.service.security import TLSConfigError, tls_material
 from visiongate.service.settings import Settings
 

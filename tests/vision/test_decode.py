@@ -9,8 +9,8 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
-from support import encode, photo
 
+from support import encode, photo
 from visiongate.service.vision.decode import DecodeError, TooManyPixels, decode
 
 LIMIT = 50_000_000

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from visiongate.service.vision.detection import (Detections, batched_nms, box_iou, convert_boxes, nms, parse_classes,
-                                      select)
+from visiongate.service.vision.detection import (
+    Detections,
+    batched_nms,
+    box_iou,
+    convert_boxes,
+    nms,
+    parse_classes,
+    select,
+)
 from visiongate.service.vision.preprocess import PreprocessConfig, resize_for_model
 
 LABELS = ("person", "bicycle", "car")

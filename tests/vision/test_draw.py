@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from visiongate.service.vision.draw import PALETTE, draw_detections
 from support import photo
+from visiongate.service.vision.draw import PALETTE, draw_detections
 
 
 def test_boxes_are_drawn_in_the_class_colour_and_the_input_is_untouched() -> None:

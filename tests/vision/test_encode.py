@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visiongate.service.vision.encode import encode, format_from_accept
 from support import photo
+from visiongate.service.vision.encode import encode, format_from_accept
 
 
 @pytest.mark.parametrize("fmt, pil", [("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")])

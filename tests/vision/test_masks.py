@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import photo
 
+from support import photo
 from visiongate.service.vision import masks as vm
 from visiongate.service.vision.preprocess import Placement, PreprocessConfig, preprocess
 

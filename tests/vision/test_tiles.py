@@ -7,9 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visiongate.service.vision.tiles import (attach_alpha, cut, max_input_pixels, output_fits, plan_tiles, stitch,
-                                  to_pixels, upscale_alpha)
 from support import photo
+from visiongate.service.vision.tiles import (
+    attach_alpha,
+    cut,
+    max_input_pixels,
+    output_fits,
+    plan_tiles,
+    stitch,
+    to_pixels,
+    upscale_alpha,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
