@@ -120,8 +120,8 @@ def main() -> int:
             print(json.dumps({"profile": m, "ms_per_image_by_op": profile(newest(repo, m), jpegs)}))
     log(f"{len(jpegs)} JPEGs, {NCPU} cores, {a.duration:g} s per point, {repo}")
     port = free_port()
-    server = start_server("visiongate", [sys.executable, "-m", "visiongate.service.cli", "serve", "--no-export", "--host",
-                                         "127.0.0.1", "--port", str(port), "--repository", str(repo)],
+    server = start_server("visiongate", [sys.executable, "-m", "visiongate.service.cli", "serve", "--no-export",
+                                         "--host", "127.0.0.1", "--port", str(port), "--repository", str(repo)],
                           f"http://127.0.0.1:{port}", "/readyz", env={"VISIONGATE_LOG_LEVEL": "warning"}, cwd=ROOT)
     rows = []
     try:

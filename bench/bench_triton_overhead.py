@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "backends"))
-from bench.common import (  # noqa: E402
+from bench.common import (
     MODEL,
     NCPU,
     REPOSITORY,

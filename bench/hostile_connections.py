@@ -6,8 +6,9 @@ Cases (each round): silent sockets and slowloris connections are closed and cann
 probes or inference; SIGTERM shortly after a burst of requests leaves none unanswered (every
 request whose connection was accepted gets an HTTP answer) and the process exits 0; requests still
 running at the drain timeout get a JSON 503 with Retry-After. The SIGTERM cases also run with the
-gateway stopped (SIGSTOP) while requests arrive, so that they wait in the kernel's listen backlog. Prints each case and "cases tried,
-passed". Every gateway runs in its own session and is stopped by its process group, never by name.
+gateway stopped (SIGSTOP) while requests arrive, so that they wait in the kernel's listen backlog.
+Prints each case and "cases tried, passed". Every gateway runs in its own session and is stopped by
+its process group, never by name.
 """
 
 from __future__ import annotations

@@ -162,8 +162,9 @@ def main() -> None:
     other_5xx = sum(int(p["other_5xx"]) for p in phases)  # type: ignore[call-overload]
     rss_max = max(float(p["rss_max_mb"]) for p in phases)  # type: ignore[arg-type]
     print(f"\nsustainable rate: {rate} img/s (closed loop, concurrency {2 * NCPU})")
-    print(f"first success {after['recovered_s']} s after the flood; then concurrency 1, {after['img_s']} img/s, p50 {after['p50_ms']} ms, "
-          f"p99 {after['p99_ms']} ms, errors {after['errors']}: {'PASS' if after['errors'] == 0 else 'FAIL'}")
+    print(f"first success {after['recovered_s']} s after the flood; then concurrency 1, {after['img_s']} img/s, "
+          f"p50 {after['p50_ms']} ms, p99 {after['p99_ms']} ms, "
+          f"errors {after['errors']}: {'PASS' if after['errors'] == 0 else 'FAIL'}")
     print(f"5xx other than 503/504: {other_5xx}: {'PASS' if other_5xx == 0 else 'FAIL'}")
     flat = rss_end <= rss0 * 1.25 + 50
     print(f"RSS: {rss0:.0f} MB before, {rss_max:.0f} MB peak, {rss_after:.0f} MB right after, {rss_end:.0f} MB "

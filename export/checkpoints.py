@@ -97,7 +97,8 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 def _unpickler_detail(exc: Exception) -> str:
     """The line of torch's message that names what the pickle wanted to run."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    detail = next((line for line in lines if "Unsupported" in line or "global" in line.lower()), lines[0] if lines else "")
+    first = lines[0] if lines else ""
+    detail = next((line for line in lines if "Unsupported" in line or "global" in line.lower()), first)
     return re.sub(r"\x1b\[[0-9;]*m", "", detail.split(". Please use")[0])
 
 

@@ -28,10 +28,7 @@ def photo(name: str) -> np.ndarray:
     """RGB ``uint8 [H, W, 3]``."""
     from skimage import data
 
-    if name == "motorcycle":
-        img = data.stereo_motorcycle()[0]  # type: ignore[no-untyped-call]
-    else:
-        img = getattr(data, name)()
+    img = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()  # type: ignore[no-untyped-call]
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     return np.ascontiguousarray(img[..., :3])

@@ -32,10 +32,7 @@ def _fmt(values: tuple[float, ...]) -> str:
 def build_config(name: str, card: ModelCard, *, max_batch_size: int, platform: str = "onnxruntime_onnx",
                  num_classes: int | None = None, queue_delay_us: int = 500) -> dict[str, Any]:
     """The config.pbtxt (as a dict) for one model: Triton's fields plus pre/post-processing parameters."""
-    if card.input_size is None:
-        in_dims = [-1, -1, 3]
-    else:
-        in_dims = [card.input_size[0], card.input_size[1], 3]
+    in_dims = [-1, -1, 3] if card.input_size is None else [card.input_size[0], card.input_size[1], 3]
     classes = num_classes or (len(card.labels) if card.labels else None)
     if card.task == "classify":
         outputs = [{"name": "logits", "data_type": "TYPE_FP32", "dims": [classes or -1]}]

@@ -93,8 +93,10 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(f"{r['name']:<24} UNAVAILABLE {r['error']}")
             continue
         par = r["parity"]
-        proof = ("parity " + ("ok " if par["passed"] else "FAILED ") +
-                 " ".join(f"{k}={v:.3g}" for k, v in par.items() if isinstance(v, float))) if par else "no parity report"
+        proof = "no parity report"
+        if par:
+            figures = " ".join(f"{k}={v:.3g}" for k, v in par.items() if isinstance(v, float))
+            proof = "parity " + ("ok " if par["passed"] else "FAILED ") + figures
         print(f"{r['name']:<24} {r['task']:<14} v{r['versions']} {r['platform']:<18} {proof}")
         for key, source in r["inferred"].items():
             print(f"{'':<24}   inferred {key} from {source}")

@@ -338,7 +338,8 @@ class InferenceService:
         result = self._detect_result(spec, prepared, found, options.box_format, used)
 
         def render() -> bytes:
-            drawn = draw_detections(prepared.decoded.rgb, found.boxes, found.class_ids, found.scores, spec.labels_for(used))
+            drawn = draw_detections(prepared.decoded.rgb, found.boxes, found.class_ids, found.scores,
+                                    spec.labels_for(used))
             return encode(drawn, image_format)
 
         return result, await loop.run_in_executor(self.executor, render)

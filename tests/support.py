@@ -67,7 +67,7 @@ class GatewayProcess:
         # gRPC off unless a test asks for it (VISIONGATE_GRPC_PORT in env): one port per process
         full_env = {**os.environ, "VISIONGATE_LOG_LEVEL": "warning", "VISIONGATE_GRPC_PORT": "0", **(env or {})}
         # the log goes to a file: a pipe nobody reads fills up and stalls a chatty gateway
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - open for the gateway's whole life, read and closed on stop
         self._text = ""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "visiongate.service.cli", "serve", "--no-export", "--port", str(self.port),

@@ -1,8 +1,8 @@
 """An overloaded model's requests are refused before their bodies are read.
 
-Against a real gateway process (the fake backend, each image costing 20 ms) kept busy by real requests: a request that has sent only its
-headers (its body never comes) is answered 503 + Retry-After at once, because the admission
-middleware asks the model's queue before reading anything.
+Against a real gateway process (the fake backend, each image costing 20 ms) kept busy by real requests:
+a request that has sent only its headers (its body never comes) is answered 503 + Retry-After at once,
+because the admission middleware asks the model's queue before reading anything.
 """
 
 from __future__ import annotations

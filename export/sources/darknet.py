@@ -174,7 +174,7 @@ class DarknetYolo(nn.Module):
                 in_ch, stride = sum(channels[s] for s in sources), strides[sources[0]]
             elif kind == "yolo":
                 all_anchors = [float(v) for v in sec["anchors"].split(",")]
-                pairs = list(zip(all_anchors[0::2], all_anchors[1::2]))
+                pairs = list(zip(all_anchors[0::2], all_anchors[1::2], strict=False))
                 mask = [int(v) for v in sec["mask"].split(",")]
                 layer = YoloHead([pairs[m] for m in mask], int(sec["classes"]), stride)
             else:

@@ -45,7 +45,7 @@ def load_positional_state_dict(model: nn.Module, source: OrderedDict[str, torch.
     if len(source) != len(target):
         raise ValueError(f"checkpoint has {len(source)} tensors, model expects {len(target)}")
     renamed = OrderedDict()
-    for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items()):
+    for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items(), strict=True):
         if tensor.shape != expected.shape or src_key.rsplit(".", 1)[-1] != dst_key.rsplit(".", 1)[-1]:
             shapes = f"{tuple(tensor.shape)} vs {tuple(expected.shape)}"
             raise ValueError(f"checkpoint tensor {src_key} does not fit {dst_key}: {shapes}")

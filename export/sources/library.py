@@ -167,7 +167,8 @@ def torchvision_config(name: str) -> LibraryConfig:
         return LibraryConfig(
             library="torchvision", name=name, task="detect", input_size=DETECTORS[name][1],
             interpolation="bilinear", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), crop_pct=1.0,
-            resize_size=max(DETECTORS[name][1]), num_classes=len(categories), labels=categories, source=f"torchvision {weights}")
+            resize_size=max(DETECTORS[name][1]), num_classes=len(categories), labels=categories,
+            source=f"torchvision {weights}")
     if name not in classifiers:
         raise CheckpointError(f"torchvision has no classification or detection model {name!r}"
                               f"{_suggest(name, classifiers + detectors)}")
@@ -177,7 +178,8 @@ def torchvision_config(name: str) -> LibraryConfig:
         logger.warning("torchvision:%s has no weights enum: assuming ImageNet mean/std, 224 crop of 256", name)
         return LibraryConfig(library="torchvision", name=name, task="classify", input_size=(224, 224),
                              interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875,
-                             resize_size=256, num_classes=1000, labels=None, source="ImageNet defaults (no weights enum)")
+                             resize_size=256, num_classes=1000, labels=None,
+                             source="ImageNet defaults (no weights enum)")
     transform = weights.transforms()
     crop = int(transform.crop_size[0])
     resize = int(transform.resize_size[0])

@@ -109,10 +109,7 @@ class DecodedDetector(nn.Module):
         out = self.head(self._features(x))
         boxes = self.decode(out["bbox_regression"])
         logits = out["cls_logits"]
-        if self.softmax:
-            scores = torch.softmax(logits, dim=-1)[..., 1:]
-        else:
-            scores = torch.sigmoid(logits)
+        scores = torch.softmax(logits, dim=-1)[..., 1:] if self.softmax else torch.sigmoid(logits)
         return boxes, scores
 
 

@@ -59,7 +59,7 @@ def _bytes_elements(raw: bytes, count: int, name: str) -> np.ndarray:
         pos += n
     if pos != len(raw):
         raise InvalidArgument(f"input {name!r}: {len(raw) - pos} bytes left after {count} BYTES elements")
-    return np.array(items + [b""], dtype=np.object_)[:-1]  # the sentinel keeps numpy from making 2-D arrays
+    return np.array([*items, b""], dtype=np.object_)[:-1]  # the sentinel keeps numpy from making 2-D arrays
 
 
 def _params(raw: Any, where: str) -> dict[str, Any]:

@@ -360,10 +360,8 @@ class Batcher:
         prepared = time.monotonic()
         first = live[0].inputs
         assert first is not None
-        if len(live) == 1:
-            stacked = first
-        else:
-            stacked = {k: np.concatenate([it.inputs[k] for it in live]) for k in first}  # type: ignore[index]
+        stacked = first if len(live) == 1 else {
+            k: np.concatenate([it.inputs[k] for it in live]) for k in first}  # type: ignore[index]
         n = sum(it.n for it in live)
         ran = time.monotonic()
         try:

@@ -12,6 +12,7 @@ Coordinates: input pixels; outputs are ``scale`` times larger.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,9 +47,9 @@ def _axis(length: int, tile: int, overlap: int) -> tuple[tuple[int, ...], tuple[
     if tile <= 0 or length <= tile:
         return (0,), (0, length), length
     step = tile - 2 * overlap
-    starts = list(range(0, length - tile, step)) + [length - tile]
+    starts = [*range(0, length - tile, step), length - tile]
     cuts = [0]
-    for a, b in zip(starts, starts[1:]):
+    for a, b in itertools.pairwise(starts):
         # the middle of the shared span leaves both tiles >= overlap px of context
         cuts.append((b + a + tile) // 2)
     cuts.append(length)

@@ -215,7 +215,7 @@ def test_a_fetched_body_over_the_limit_is_413(photos: PhotoServer, chelsea_jpeg:
 
 def test_a_slow_url_times_out_as_400(photos: PhotoServer) -> None:
     settings = Settings(url_fetch_allowlist=["127.0.0.1"], url_fetch_timeout_s=0.3)
-    with pytest.raises(InvalidArgument, match="did not answer within 0.3 s|timed out|Timeout"):
+    with pytest.raises(InvalidArgument, match=r"did not answer within 0.3 s|timed out|Timeout"):
         asyncio.run(fetch_image(f"{photos.base}/slow", settings))
 
 

@@ -55,7 +55,7 @@ def test_every_route_that_can_fail_documents_json_errors(schema: dict[str, Any])
 
 
 def test_task_errors_use_the_project_error_body(schema: dict[str, Any]) -> None:
-    for method, path, op in operations(schema):
+    for _method, path, op in operations(schema):
         if not path.startswith("/v1/"):
             continue
         for code, response in op["responses"].items():
@@ -68,7 +68,7 @@ def test_task_errors_use_the_project_error_body(schema: dict[str, Any]) -> None:
 
 def test_v2_errors_use_the_protocol_error_string(schema: dict[str, Any]) -> None:
     seen = 0
-    for method, path, op in operations(schema):
+    for _method, path, op in operations(schema):
         if not path.startswith("/v2/models"):
             continue
         for code, response in op["responses"].items():

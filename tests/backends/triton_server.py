@@ -13,6 +13,7 @@ Imported as ``triton_server`` (pytest puts tests/backends on sys.path) and by be
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -240,10 +241,8 @@ class TritonServer:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                pass
             # python-backend stubs ignore SIGTERM and outlive a crashed server: end the whole group
             self._kill_group()
             self.proc.wait(10)
@@ -251,10 +250,8 @@ class TritonServer:
 
     def _kill_group(self) -> None:
         assert self.proc is not None
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # start_new_session: the server leads the group
-        except ProcessLookupError:
-            pass
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.is_file():

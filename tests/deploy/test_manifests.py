@@ -275,8 +275,8 @@ def test_dockerfile_builds_a_non_root_gateway_on_a_configurable_debian_base() ->
     assert [s[-1] for s in stages if "AS" in s] == ["builder", "runtime", "model-export", "with-models"]
     # a plain `docker build .` gives the gateway, without the optional torch export stage
     assert stages[-1] == ["runtime"]
-    runtime = instructions[[i for i, (op, args) in enumerate(instructions)
-                            if op == "FROM" and args.endswith("AS runtime")][0]:]
+    runtime = instructions[next(i for i, (op, args) in enumerate(instructions)
+                                if op == "FROM" and args.endswith("AS runtime")):]
     runtime = runtime[:next(i for i, (op, _) in enumerate(runtime[1:], 1) if op == "FROM")]
     ops = dict(runtime)
     assert ops["USER"].split(":")[0] not in {"0", "root"}

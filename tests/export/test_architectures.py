@@ -217,7 +217,8 @@ def test_detector_class_count_comes_from_the_checkpoint_or_the_labels(tmp_path):
     assert load_architecture(arch, checkpoint).card.labels == ("class_0", "class_1")  # background has no column
     with_bg = load_architecture(arch, checkpoint, ArchOptions(labels=("__background__", "apple", "pear")))
     assert with_bg.card.labels == ("apple", "pear")
-    with pytest.raises(CheckpointError, match="3 labels for ssdlite320_mobilenet_v3_large with num_classes=3: expected 2"):
+    with pytest.raises(CheckpointError,
+                       match="3 labels for ssdlite320_mobilenet_v3_large with num_classes=3: expected 2"):
         load_architecture(arch, checkpoint, ArchOptions(labels=("apple", "pear", "plum")))
 
 

@@ -19,10 +19,10 @@ pytestmark = pytest.mark.export
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-from visiongate.export.photos import photo
-from visiongate.export.sources import nanodet as nd
-from visiongate.export.sources.errors import WeightsNotInstalled
-from visiongate.service.vision.preprocess import PreprocessConfig, preprocess
+from visiongate.export.photos import photo  # noqa: E402 - after the importorskip lines
+from visiongate.export.sources import nanodet as nd  # noqa: E402 - after the importorskip lines
+from visiongate.export.sources.errors import WeightsNotInstalled  # noqa: E402 - after the importorskip lines
+from visiongate.service.vision.preprocess import PreprocessConfig, preprocess  # noqa: E402 - after the importorskip lines
 
 BOXES = 52 * 52 + 26 * 26 + 13 * 13  # 3549 cells at strides 8, 16, 32
 

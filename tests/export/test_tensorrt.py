@@ -31,7 +31,7 @@ no_cuda = not torch.cuda.is_available()
 def test_without_a_gpu_the_export_fails_fast_and_says_why(tmp_path, capsys):
     reason = unavailable_reason()
     assert reason is not None and "no CUDA device" in reason
-    with pytest.raises(TensorRTUnavailable, match="cannot build a TensorRT engine: .*no CUDA device"):
+    with pytest.raises(TensorRTUnavailable, match=r"cannot build a TensorRT engine: .*no CUDA device"):
         require_tensorrt()
     # the checkpoint does not even exist: the TensorRT check comes before any loading
     code = main(["export", "--repository", str(tmp_path / "repo"), "--arch", "resnet50", "--checkpoint",

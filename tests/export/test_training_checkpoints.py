@@ -111,7 +111,7 @@ def test_keys_under_an_unknown_prefix_load_and_partial_matches_get_a_hint(tmp_pa
     loaded = load_into(torchvision.models.mobilenet_v3_small(num_classes=3), read_checkpoint(path))
     assert _same(loaded.state_dict(), net.state_dict())
     partial = {f"encoder.{k}": v for k, v in net.state_dict().items() if not k.startswith("classifier")}
-    with pytest.raises(CheckpointError, match="hint: .* keys are in the checkpoint under the prefix 'encoder.'"):
+    with pytest.raises(CheckpointError, match=r"hint: .* keys are in the checkpoint under the prefix 'encoder.'"):
         load_into(torchvision.models.mobilenet_v3_small(num_classes=3), partial)
 
 

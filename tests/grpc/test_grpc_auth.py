@@ -20,8 +20,10 @@ READ_ONLY = "vg_grpc_read_only_key_0123456789"
 
 @pytest.fixture(scope="module")
 def keyed_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    keys = {"keys": [{"name": "client", "sha256": hashlib.sha256(KEY.encode()).hexdigest(), "scopes": ["infer", "read"]},
-                     {"name": "dash", "sha256": hashlib.sha256(READ_ONLY.encode()).hexdigest(), "scopes": ["read"]}]}
+    keys = {"keys": [
+        {"name": "client", "sha256": hashlib.sha256(KEY.encode()).hexdigest(), "scopes": ["infer", "read"]},
+        {"name": "dash", "sha256": hashlib.sha256(READ_ONLY.encode()).hexdigest(), "scopes": ["read"]},
+    ]}
     store = Path(tmp_path_factory.mktemp("keys")) / "keys.json"
     store.write_text(json.dumps(keys))
     yield from start_gateway(tmp_path_factory.mktemp("repo"), VISIONGATE_BACKEND="fake",

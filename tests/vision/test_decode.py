@@ -96,7 +96,7 @@ def test_empty_bytes_and_non_images_are_decode_errors() -> None:
 
 def test_truncated_jpeg_is_refused_not_half_decoded() -> None:
     data = encode(photo("chelsea"))
-    with pytest.raises(DecodeError, match="truncated|corrupt"):
+    with pytest.raises(DecodeError, match=r"truncated|corrupt"):
         decode(data[: len(data) // 2], LIMIT)
 
 

@@ -93,7 +93,8 @@ def test_select_on_thousands_of_noisy_boxes_matches_a_naive_per_class_loop() -> 
         idx = np.flatnonzero(scores[:, c] >= 0.3)
         for k in nms(boxes[idx], scores[idx, c], 0.45):
             expected.append((float(scores[idx[k], c]), c))
-    assert sorted(zip(d.scores.tolist(), d.class_ids.tolist()), reverse=True) == sorted(expected, reverse=True)
+    found = sorted(zip(d.scores.tolist(), d.class_ids.tolist(), strict=True), reverse=True)
+    assert found == sorted(expected, reverse=True)
 
 
 def test_box_formats_describe_the_same_box() -> None:
@@ -109,7 +110,7 @@ def test_classes_parse_from_names_and_ids() -> None:
     assert parse_classes("car, 0,Person", LABELS, 3).tolist() == [0, 2]
     with pytest.raises(ValueError, match="unicorn"):
         parse_classes("car,unicorn", LABELS, 3)
-    with pytest.raises(ValueError, match="0..2"):
+    with pytest.raises(ValueError, match=r"0..2"):
         parse_classes("7", LABELS, 3)
 
 
