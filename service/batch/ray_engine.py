@@ -116,6 +116,7 @@ def _score_on_ray(cfg: RunConfig, settings: Settings, opts: TaskOptions, todo: l
     progress = Progress(len(todo), cfg.progress, log_every_s=cfg.log_every_s)
     try:
         for table in scored.iter_batches(batch_size=cfg.chunk_size, batch_format="pyarrow"):
+            assert not isinstance(table, dict)  # batch_format="pyarrow": a pyarrow Table, never numpy columns
             records = []
             for row in table.to_pylist():
                 if row["status"] == _RETRY_LATER:
