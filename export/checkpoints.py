@@ -27,11 +27,13 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 logger = logging.getLogger("visiongate.export")
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 #: wrapper keys, most specific first (EMA weights beat the raw ones when both are saved)
 WRAPPER_KEYS = ("state_dict_ema", "model_ema", "ema", "state_dict", "model_state_dict", "model", "net",
@@ -258,7 +260,7 @@ def compare(module: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> Misma
     )
 
 
-def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, what: str = "model") -> torch.nn.Module:
+def load_into(module: ModuleT, state: Mapping[str, torch.Tensor], *, what: str = "model") -> ModuleT:
     """Load ``state`` into ``module`` exactly (every tensor, every shape) and put it in eval mode.
 
     Raises:
@@ -274,8 +276,8 @@ def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, wha
     return module.eval()
 
 
-def load_first_fitting(candidates: Sequence[tuple[str, Callable[[], torch.nn.Module]]],
-                       state: Mapping[str, torch.Tensor], *, what: str) -> tuple[str, torch.nn.Module]:
+def load_first_fitting(candidates: Sequence[tuple[str, Callable[[], ModuleT]]],
+                       state: Mapping[str, torch.Tensor], *, what: str) -> tuple[str, ModuleT]:
     """Try each ``(layout, build)`` in turn (e.g. torchvision's then timm's key names); load the first that fits.
 
     Raises:

@@ -67,7 +67,8 @@ def _torchvision(name: str) -> Callable[[int], nn.Module]:
     def build(num_classes: int) -> nn.Module:
         from torchvision import models
 
-        return getattr(models, name)(weights=None, num_classes=num_classes)
+        model: nn.Module = getattr(models, name)(weights=None, num_classes=num_classes)
+        return model
 
     return build
 
@@ -196,14 +197,15 @@ def _espcn(state: Mapping[str, torch.Tensor], opts: ArchOptions, provenance: str
         raise CheckpointError(f"the checkpoint is ESPCN x{scale} (its last convolution has "
                               f"{int(state[layout.keys[-1] + '.weight'].shape[0])} outputs), not x{opts.scale}: "
                               f"drop --scale or pass --scale {scale}")
+    module: nn.Module
     if layout.name == "visiongate":
         features = int(state["body.0.weight"].shape[0])
         _, module = load_first_fitting([("visiongate", lambda: ESPCN(scale, features))], state,
                                        what=f"ESPCN x{scale}")
         margin = ESPCN.margin
     else:
-        module = load_espcn(state, layout, scale)
-        margin = module.margin
+        sub_pixel = load_espcn(state, layout, scale)
+        module, margin = sub_pixel, sub_pixel.margin
     return LoadedModel(module, _sr_card("espcn", scale, margin, f"{provenance}, {layout.source}"))
 
 

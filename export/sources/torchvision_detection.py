@@ -16,7 +16,7 @@ image, and ``scores [N, A, C]``:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -57,6 +57,9 @@ class DecodedDetector(nn.Module):
     Input ``[N, 3, H, W]`` normalised as the model was trained (``model.transform.image_mean/std``).
     """
 
+    coder_weights: torch.Tensor  # buffers, registered in __init__
+    anchors: torch.Tensor
+
     def __init__(self, model: nn.Module, input_size: tuple[int, int]) -> None:
         super().__init__()
         if not isinstance(model, SSD | RetinaNet):
@@ -78,13 +81,14 @@ class DecodedDetector(nn.Module):
             return [features]
         return list(features.values())
 
-    def _anchors(self, model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor:
+    def _anchors(self, model: SSD | RetinaNet, input_size: tuple[int, int]) -> torch.Tensor:
         """Anchor boxes ``[A, 4]`` xyxy pixels: they depend only on the feature-map and image sizes."""
         with torch.no_grad():
             dummy = torch.zeros(1, 3, *input_size)
             features = self._features(dummy)
             anchors = model.anchor_generator(ImageList(dummy, [input_size]), features)
-        return anchors[0].detach().clone()
+        first: torch.Tensor = anchors[0]
+        return first.detach().clone()
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Box regressions ``[N, A, 4]`` -> xyxy pixels ``[N, A, 4]`` (torchvision's BoxCoder, batched)."""
@@ -113,11 +117,14 @@ class DecodedDetector(nn.Module):
         return boxes, scores
 
 
-def detector_normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def detector_normalisation(model: SSD | RetinaNet) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """(mean, std) in [0, 1] units that the model's own transform would apply."""
-    mean = tuple(float(v) for v in model.transform.image_mean)
-    std = tuple(float(v) for v in model.transform.image_std)
-    return mean, std
+    return _rgb(model.transform.image_mean), _rgb(model.transform.image_std)
+
+
+def _rgb(values: Iterable[float]) -> tuple[float, float, float]:
+    r, g, b = (float(v) for v in values)
+    return r, g, b
 
 
 def classes_in_checkpoint(arch: str, state: dict[str, torch.Tensor]) -> int | None:
