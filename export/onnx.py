@@ -26,6 +26,9 @@ PREPROCESS_KEY = "pretrained_cfg"
 class PixelInput(torch.nn.Module):
     """uint8 NHWC RGB -> the wrapped model's normalised float NCHW input; SR output back to NHWC."""
 
+    scale: torch.Tensor  # buffers, registered in __init__
+    shift: torch.Tensor
+
     def __init__(self, module: torch.nn.Module, card: ModelCard) -> None:
         super().__init__()
         self.module = module

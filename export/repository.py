@@ -138,7 +138,7 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale_staging(repository: Path) -> list[Path]:
     """Delete staging folders left by exports that died (their pid is gone)."""
-    removed = []
+    removed: list[Path] = []
     if not repository.is_dir():
         return removed
     for path in repository.glob(f"{STAGING_PREFIX}*"):

@@ -99,7 +99,7 @@ def run_plan(plan_path: Path, image: np.ndarray, output_names: list[str], max_ba
     logger = trt.Logger(trt.Logger.WARNING)
     engine = trt.Runtime(logger).deserialize_cuda_engine(Path(plan_path).read_bytes())
     context = engine.create_execution_context()
-    stream = torch.cuda.Stream()
+    stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]  # torch leaves Stream.__new__ unannotated
     chunks: list[list[np.ndarray]] = [[] for _ in output_names]
     for start in range(0, len(image), max_batch_size):
         with torch.cuda.stream(stream):  # inputs, outputs and the engine all on one stream

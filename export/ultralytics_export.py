@@ -76,7 +76,7 @@ def export_yolo(checkpoint: Path, name: str, repository: Path, *, imgsz: tuple[i
     import onnxruntime as ort
     import torch
     import ultralytics
-    from ultralytics import YOLO
+    from ultralytics.models import YOLO
 
     from visiongate.service.repository import spec_from_config
 
@@ -104,7 +104,7 @@ def export_yolo(checkpoint: Path, name: str, repository: Path, *, imgsz: tuple[i
         photos = proof.photos_for("detect")
         x = model_inputs(spec, photos)
         session_out = np.concatenate([session.run(None, {"images": x[i:i + 1]})[0] for i in range(len(x))])
-        net = model.model.float().eval()
+        net = model.model.float().eval()  # type: ignore[union-attr]  # declared str | None; loaded, it is the torch module
         with torch.no_grad():
             ref = net(torch.from_numpy(x))
         expected = (ref[0] if isinstance(ref, tuple | list) else ref).numpy()

@@ -120,6 +120,8 @@ class YoloHead(nn.Module):
     input size that is a multiple of 32; anchors are in input pixels.
     """
 
+    anchors: torch.Tensor  # buffer ``[1, A, 1, 1, 2]``
+
     def __init__(self, anchors: list[tuple[float, float]], num_classes: int, stride: int) -> None:
         super().__init__()
         self.num_anchors, self.num_classes, self.stride = len(anchors), num_classes, stride
@@ -234,6 +236,7 @@ def load_darknet_weights(model: DarknetYolo, path: Path) -> None:
                 bn = layer.bn
                 assert isinstance(bn, nn.BatchNorm2d)
                 for target in (bn.bias, bn.weight, bn.running_mean, bn.running_var):
+                    assert target is not None  # darknet's batch norms track running statistics
                     take(target)
             else:
                 assert layer.conv.bias is not None

@@ -309,10 +309,13 @@ def _np_conv(x: np.ndarray, w: np.ndarray, a: dict[str, Any], depthwise: bool) -
         (t, b), (left, r) = same_padding(x.shape[1], kh, sh), same_padding(x.shape[2], kw, sw)
         x = np.pad(x, ((0, 0), (t, b), (left, r), (0, 0)))
     win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]  # [n,h,w,c,kh,kw]
+    out: np.ndarray
     if depthwise:
         out = np.einsum("nhwcij,ijcm->nhwcm", win, w, optimize=True)
-        return out.reshape(*out.shape[:3], -1)  # TF's channel order: input channel, then multiplier
-    return np.einsum("nhwcij,ijco->nhwo", win, w, optimize=True)
+        out = out.reshape(*out.shape[:3], -1)  # TF's channel order: input channel, then multiplier
+    else:
+        out = np.einsum("nhwcij,ijco->nhwo", win, w, optimize=True)
+    return out
 
 
 def _np_resize_axis(x: np.ndarray, size: int, axis: int) -> np.ndarray:
@@ -326,13 +329,15 @@ def _np_resize_axis(x: np.ndarray, size: int, axis: int) -> np.ndarray:
     shape = [1] * x.ndim
     shape[axis] = size
     frac = frac.reshape(shape)
-    return np.take(x, lo, axis=axis) * (1 - frac) + np.take(x, hi, axis=axis) * frac
+    out: np.ndarray = np.take(x, lo, axis=axis) * (1 - frac) + np.take(x, hi, axis=axis) * frac
+    return out
 
 
 def _np_op(op: str, args: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
+    out: np.ndarray
     if op in ("Conv2D", "DepthwiseConv2dNative"):
-        return _np_conv(args[0], args[1], a, depthwise=op == "DepthwiseConv2dNative")
-    if op == "Conv2DBackpropInput":
+        out = _np_conv(args[0], args[1], a, depthwise=op == "DepthwiseConv2dNative")
+    elif op == "Conv2DBackpropInput":
         w, x = args
         kh, kw, cout, _ = w.shape
         (oh, ow), (sh, sw) = a["output_hw"], a["stride"]
@@ -343,30 +348,32 @@ def _np_op(op: str, args: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
                 full[:, i : i + (ih - 1) * sh + 1 : sh, j : j + (iw - 1) * sw + 1 : sw] += x @ w[i, j].T
         top = same_padding(oh, kh, sh)[0] if a["padding"] == "SAME" else 0
         left = same_padding(ow, kw, sw)[0] if a["padding"] == "SAME" else 0
-        return full[:, top : top + oh, left : left + ow]
-    if op == "AvgPool":
+        out = full[:, top : top + oh, left : left + ow]
+    elif op == "AvgPool":
         (kh, kw), (sh, sw) = a["kernel"], a["stride"]
         win = np.lib.stride_tricks.sliding_window_view(args[0], (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
-        return win.mean(axis=(-2, -1))
-    if op == "ResizeBilinear":
-        return _np_resize_axis(_np_resize_axis(args[0], a["size"][0], 1), a["size"][1], 2)
-    if op in ("Add", "AddV2", "BiasAdd", "AddN"):
-        return sum(args[1:], args[0])
-    if op == "Mul":
-        return args[0] * args[1]
-    if op == "Relu":
-        return np.maximum(args[0], 0)
-    if op == "Relu6":
-        return np.clip(args[0], 0, 6)
-    if op == "Sigmoid":
-        return np.exp(-np.logaddexp(0.0, -args[0]))  # no overflow for large negative inputs
-    if op == "Reshape":
-        return args[0].reshape(a["shape"])
-    if op == "MatMul":
-        return args[0] @ args[1]
-    if op == "ConcatV2":
-        return np.concatenate(args, axis=a["axis"])
-    return args[0]
+        out = win.mean(axis=(-2, -1))
+    elif op == "ResizeBilinear":
+        out = _np_resize_axis(_np_resize_axis(args[0], a["size"][0], 1), a["size"][1], 2)
+    elif op in ("Add", "AddV2", "BiasAdd", "AddN"):
+        out = sum(args[1:], args[0])
+    elif op == "Mul":
+        out = args[0] * args[1]
+    elif op == "Relu":
+        out = np.maximum(args[0], 0)
+    elif op == "Relu6":
+        out = np.clip(args[0], 0, 6)
+    elif op == "Sigmoid":
+        out = np.exp(-np.logaddexp(0.0, -args[0]))  # no overflow for large negative inputs
+    elif op == "Reshape":
+        out = args[0].reshape(a["shape"])
+    elif op == "MatMul":
+        out = args[0] @ args[1]
+    elif op == "ConcatV2":
+        out = np.concatenate(args, axis=a["axis"])
+    else:
+        out = args[0]
+    return out
 
 
 def run_reference(parsed: ParsedGraph, x: np.ndarray) -> np.ndarray:

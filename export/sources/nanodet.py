@@ -70,7 +70,7 @@ def find_files() -> tuple[Path, Path]:
     return graph, weights
 
 
-_STORED = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "int32": np.dtype("<i4")}
+_STORED: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "int32": np.dtype("<i4")}
 
 
 def read_weights(manifest: list[dict[str, Any]], raw: bytes) -> dict[str, np.ndarray]:
@@ -146,7 +146,7 @@ class TfjsGraph(nn.Module):
         if op == "Placeholder":
             self.input_name = name
             return
-        folded = [self.consts.get(i) for i in inputs]
+        folded: list[Any] = [self.consts.get(i) for i in inputs]  # None where an input is computed
         if inputs and all(isinstance(v, np.ndarray) for v in folded):
             self.consts[name] = _fold(op, folded)
             return
@@ -219,7 +219,8 @@ class TfjsGraph(nn.Module):
     def _get(self, values: dict[str, torch.Tensor | list[torch.Tensor]], name: str) -> torch.Tensor:
         base, _, index = name.partition(":")
         if base in self.consts:
-            return self.params[self.consts[base][1]]  # only float weights reach run time
+            param: torch.Tensor = self.params[self.consts[base][1]]  # only float weights reach run time
+            return param
         value = values[base]
         return value[int(index or 0)] if isinstance(value, list) else value
 
@@ -244,7 +245,8 @@ def _fold(op: str, args: list[np.ndarray]) -> np.ndarray:
             dense[tuple(index)] = value
         return dense
     if op in ("Add", "AddV2"):
-        return args[0] + args[1]
+        total: np.ndarray = args[0] + args[1]
+        return total
     raise ValueError(f"cannot fold constant {op}")
 
 
@@ -291,6 +293,10 @@ class NanoDet(nn.Module):
     stride is the distance from the cell centre ``((col + 0.5) * stride, (row + 0.5) * stride)`` to
     the left, top, right and bottom edges.
     """
+
+    centres: torch.Tensor  # buffers, registered in __init__
+    strides: torch.Tensor
+    bins: torch.Tensor
 
     def __init__(self, graph: TfjsGraph, score_outputs: int = len(STRIDES)) -> None:
         super().__init__()

@@ -41,7 +41,8 @@ class ESPCN(nn.Module):
     margin = 4  # 2 + 1 + 1 input pixels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shuffle(self.body(x))
+        out: torch.Tensor = self.shuffle(self.body(x))
+        return out
 
     @staticmethod
     def scale_of(state: Mapping[str, torch.Tensor]) -> int | None:
@@ -62,7 +63,8 @@ class _Residual(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+        residual: torch.Tensor = self.body(x)
+        return x + residual
 
 
 class SRResNet(nn.Module):
@@ -84,7 +86,8 @@ class SRResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stem = self.head(x)
-        return self.tail(self.upsample(stem + self.trunk(self.blocks(stem))))
+        out: torch.Tensor = self.tail(self.upsample(stem + self.trunk(self.blocks(stem))))
+        return out
 
     @staticmethod
     def shape_of(state: Mapping[str, torch.Tensor]) -> tuple[int | None, int | None]:

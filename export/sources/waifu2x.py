@@ -127,7 +127,8 @@ class UpConv7(nn.Module):
         x = _replicate_pad(x, _PAD)
         for conv in self.convs:
             x = F.leaky_relu(conv(x), 0.1)
-        return self.deconv(x).clamp(0.0, 1.0)
+        out: torch.Tensor = self.deconv(x)
+        return out.clamp(0.0, 1.0)
 
 
 class Chained(nn.Module):
