@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from support import GatewayProcess, encode, photo, wait_ready
 
@@ -48,6 +49,18 @@ def _no_grpc_port_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     """Apps built in a test process start no gRPC server unless the test sets a port itself."""
     if "VISIONGATE_GRPC_PORT" not in os.environ:
         monkeypatch.setenv("VISIONGATE_GRPC_PORT", "0")
+
+
+#: PIL's own ``Image.open``, taken before any test module imports ultralytics
+_PIL_OPEN = Image.open
+
+
+@pytest.fixture(autouse=True)
+def _pil_open_unpatched() -> None:
+    """Importing ultralytics (export and head tests do) replaces ``PIL.Image.open`` process-wide with a wrapper
+    that answers an unreadable image by trying to install pi-heif (ModuleNotFoundError) instead of raising
+    UnidentifiedImageError. The gateway never imports ultralytics: every test gets PIL's own back."""
+    Image.open = _PIL_OPEN
 
 
 @pytest.fixture(scope="session", autouse=True)
