@@ -36,11 +36,12 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /src
 # Dependencies first, from pyproject.toml alone: editing the code does not reinstall onnxruntime.
 COPY pyproject.toml ./
+COPY deploy/constraints.txt ./deploy/constraints.txt
 # (no RUN heredoc: Debian's buildah 1.28 does not support them)
 RUN python3 -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 print('\n'.join(p['dependencies'] + [d for e in sys.argv[1].split(',') if e for d in p['optional-dependencies'][e]]))" \
         "$EXTRAS" > /tmp/requirements.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt -c deploy/constraints.txt \
     && if [ "$ONNXRUNTIME" = gpu ]; then \
          pip uninstall --yes onnxruntime \
          && pip install --no-cache-dir "onnxruntime-gpu[cuda,cudnn]>=1.20"; \

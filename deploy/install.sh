@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# every install into .venv takes the pins the suite passed with (deploy/constraints.txt; upgrade
+# on purpose with deploy/lock.sh)
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c deploy/constraints.txt)
 extras="export"
 [ "${1:-}" = "test" ] && extras="export,test,triton,parquet,ray"
 [ "${1:-}" = "gpu" ] && extras="export,gpu"

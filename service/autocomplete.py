@@ -202,7 +202,8 @@ def metadata_parameters(meta: Mapping[str, str], model: str
         params = {"task": ULTRALYTICS_TASKS[task], "channel_order": "RGB", "input_range": "0-1",
                   "normalization": "none", "interpolation": "bilinear"}
         if task == "detect":
-            params.update(resize="letterbox", letterbox_pad="114", letterbox_align="center")
+            params.update(resize="letterbox", letterbox_pad="114", letterbox_align="center",
+                          head="end2end" if ultralytics_end2end(meta) else "yolov8")
         else:
             # Ultralytics' classify transforms: shorter side to imgsz, centre crop, no mean/std;
             # the exported head already applies softmax
@@ -241,6 +242,11 @@ def layout_parameters(outputs: Sequence[GraphTensor], batched: bool) -> dict[str
             return {"task": "detect", "head": "yolov8"}
         if 6 <= cols < rows:
             return {"task": "detect", "head": "yolov5"}
+    # exported with a dynamic input size, the anchor axis is dynamic: the fixed axis tells the head
+    elif len(fixed) == 2 and rows is not None and rows >= 5 and cols is None:
+        return {"task": "detect", "head": "yolov8"}
+    elif len(fixed) == 2 and cols is not None and cols >= 6 and rows is None:
+        return {"task": "detect", "head": "yolov5"}
     if len(fixed) == 1 and fixed[0] is not None and fixed[0] >= 2 and outputs[0].data_type in (
             "TYPE_FP32", "TYPE_FP16"):
         return {"task": "classify"}

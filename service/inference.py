@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .backends.base import Backend, Job, Tensors, concat_outputs
+from .backends.base import Backend, Job, Tensors, batch_slices, concat_outputs
 from .errors import (
     BackendError,
     BackendUnavailable,
@@ -383,25 +383,33 @@ class InferenceService:
                 f"largest input allowed is {largest} pixels (about {int(largest ** 0.5)}x{int(largest ** 0.5)})",
                 limit=limit, max_input_pixels=largest)
         tile, overlap = self._tiling(spec)
-
-        def cut() -> tuple[vdecode.DecodedImage, vtiles.TilePlan, np.ndarray]:
-            decoded = decode_image(image, self.settings, keep_alpha=True)
-            h, w = decoded.rgb.shape[:2]
-            plan = vtiles.plan_tiles(h, w, tile, overlap)
-            return decoded, plan, vtiles.cut(decoded.rgb, plan)
-
+        # admitted by its cost: one item per tile (a large image waits for, or is refused by, the
+        # same queue budget that a hundred classifications would use)
         tiles = vtiles.plan_tiles(height, width, tile, overlap).count
         with self.backend.admit(spec.name, version, tiles) as ticket:
-            decoded, plan, batch = await loop.run_in_executor(self.executor, cut)
-            outputs = await self.backend.infer(ticket, {spec.input.name: batch})
-        out = outputs[spec.outputs[0].name]
-        expected = (plan.count, plan.tile_h * scale, plan.tile_w * scale, 3)
-        if tuple(out.shape) != expected:
-            raise BackendError(f"model {spec.name!r} returned {list(out.shape)} for tiles "
-                               f"{list(batch.shape)}; expected {list(expected)} (scale {scale})")
+            decoded = await loop.run_in_executor(self.executor, partial(decode_image, image, self.settings,
+                                                                        keep_alpha=True))
+            h, w = decoded.rgb.shape[:2]
+            plan = vtiles.plan_tiles(h, w, tile, overlap)
+            rgb = np.empty((h * scale, w * scale, 3), np.uint8)
+            # Tiles go through the model a chunk at a time (one batch per inference thread) and are
+            # pasted into the uint8 output as they come back: memory is the image, its output and one
+            # chunk of float tiles, whatever the image's size; a request cancelled (deadline passed,
+            # client gone) stops at the next chunk.
+            chunk = max(1, spec.images_per_call or 1) * self.settings.inference_workers
+            for part in batch_slices(plan.count, chunk):
+                span_tiles = range(part.start, part.stop)
+                batch = await loop.run_in_executor(self.executor, vtiles.cut_range, decoded.rgb, plan, span_tiles)
+                outputs = await self.backend.infer(ticket, {spec.input.name: batch})
+                out = outputs[spec.outputs[0].name]
+                expected = (len(span_tiles), plan.tile_h * scale, plan.tile_w * scale, 3)
+                if tuple(out.shape) != expected:
+                    raise BackendError(f"model {spec.name!r} returned {list(out.shape)} for tiles "
+                                       f"{list(batch.shape)}; expected {list(expected)} (scale {scale})")
+                await loop.run_in_executor(self.executor, lambda o=out, r=span_tiles: vtiles.paste(
+                    rgb, vtiles.to_pixels(o), plan, scale, r))
 
         def finish() -> np.ndarray:
-            rgb = vtiles.to_pixels(vtiles.stitch(out, plan, scale))
             alpha = vtiles.upscale_alpha(decoded.alpha, scale) if decoded.alpha is not None else None
             return vtiles.attach_alpha(rgb, alpha)
 

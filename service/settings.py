@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     triton_timeout_s: float = Field(30.0, gt=0, description="per-request timeout towards Triton")
     triton_poll_interval_s: float = Field(2.0, gt=0, description="how often readiness re-checks Triton")
 
+    arena_shrinkage: Literal["dynamic", "always", "never"] = Field(
+        "dynamic", description="give onnxruntime's memory arena back after each run: 'dynamic' for models "
+        "whose input size varies (super-resolution, where one batch of tiles needs GBs), 'always', 'never'")
     fake_item_delay_s: float = Field(0.0, ge=0, description="backend 'fake': seconds each item costs, to "
                                      "put the queues under load in tests")
 

@@ -229,7 +229,7 @@ def test_an_ultralytics_detector_is_served_from_its_metadata_and_layout(tmp_path
     # a fixed batch axis of 1: no batching declared, the dims carry the axis
     assert spec.max_batch_size == 0 and spec.input.dims == (1, 3, 64, 64)
     assert spec.batch_axis and spec.images_per_call == 1
-    assert spec.inferred["task"] == "onnx-metadata:ultralytics" and spec.inferred["head"] == "layout"
+    assert spec.inferred["task"] == spec.inferred["head"] == "onnx-metadata:ultralytics"
 
 
 def test_yolo_layouts_without_metadata_are_recognised(tmp_path: Path) -> None:

@@ -76,6 +76,27 @@ def cut(image: np.ndarray, plan: TilePlan) -> np.ndarray:
     return np.stack([image[y:y + plan.tile_h, x:x + plan.tile_w] for y in plan.ys for x in plan.xs])
 
 
+def cut_range(image: np.ndarray, plan: TilePlan, tiles: range) -> np.ndarray:
+    """Tiles ``tiles`` (indices in row-major order) of ``image`` -> ``[len(tiles), tile_h, tile_w, C]``:
+    a few at a time, so a large image never holds all its tiles (and their outputs) at once."""
+    cols = len(plan.xs)
+    return np.stack([image[plan.ys[t // cols]:plan.ys[t // cols] + plan.tile_h,
+                           plan.xs[t % cols]:plan.xs[t % cols] + plan.tile_w] for t in tiles])
+
+
+def paste(out: np.ndarray, outputs: np.ndarray, plan: TilePlan, scale: int, tiles: range) -> None:
+    """Write the kept (centre) part of each output tile of ``tiles`` into ``out [H*scale, W*scale, C]``:
+    the same pixels ``stitch`` keeps, tile by tile, so the result is identical."""
+    cols = len(plan.xs)
+    for k, t in enumerate(tiles):
+        i, j = divmod(t, cols)
+        y, x = plan.ys[i], plan.xs[j]
+        y0, y1 = plan.cuts_y[i], plan.cuts_y[i + 1]
+        x0, x1 = plan.cuts_x[j], plan.cuts_x[j + 1]
+        out[y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
+            outputs[k, (y0 - y) * scale:(y1 - y) * scale, (x0 - x) * scale:(x1 - x) * scale]
+
+
 def stitch(tiles: np.ndarray, plan: TilePlan, scale: int) -> np.ndarray:
     """Model outputs ``[T, tile_h*scale, tile_w*scale, C]`` -> the image ``[H*scale, W*scale, C]``."""
     out = np.empty((plan.height * scale, plan.width * scale, tiles.shape[-1]), dtype=tiles.dtype)

@@ -112,3 +112,20 @@ def test_alpha_is_upscaled_and_reattached() -> None:
 def test_output_limit_helpers() -> None:
     assert output_fits(2000, 2000, 2, 16_000_000) and not output_fits(2001, 2000, 2, 16_000_000)
     assert max_input_pixels(16_000_000, 2) == 4_000_000 and max_input_pixels(16_000_000, 4) == 1_000_000
+
+
+def test_tiles_cut_and_pasted_a_chunk_at_a_time_give_exactly_the_stitched_image() -> None:
+    from visiongate.service.vision.tiles import cut, cut_range, paste, plan_tiles, stitch
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (203, 317, 3), dtype=np.uint8)
+    plan = plan_tiles(203, 317, 64, 8)
+    upscaled = cut(image, plan).repeat(2, axis=1).repeat(2, axis=2)  # a "model": nearest x2
+    whole = stitch(upscaled, plan, 2)
+    streamed = np.zeros_like(whole)
+    for start in range(0, plan.count, 3):
+        tiles = range(start, min(plan.count, start + 3))
+        chunk = cut_range(image, plan, tiles)
+        assert np.array_equal(chunk, cut(image, plan)[tiles.start:tiles.stop])
+        paste(streamed, chunk.repeat(2, axis=1).repeat(2, axis=2), plan, 2, tiles)
+    assert np.array_equal(streamed, whole)
