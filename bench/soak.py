@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import client_session, load_images, log, rss_bytes, start_gateway  # noqa: E402
+from bench.common import client_session, load_images, log, rss_bytes, start_gateway
 
 
 def big_png() -> bytes:

@@ -397,6 +397,10 @@ class InferenceService:
             # chunk of float tiles, whatever the image's size; a request cancelled (deadline passed,
             # client gone) stops at the next chunk.
             chunk = max(1, spec.images_per_call or 1) * self.settings.inference_workers
+
+            def paste(output: np.ndarray, tiles: range) -> None:
+                vtiles.paste(rgb, vtiles.to_pixels(output), plan, scale, tiles)
+
             for part in batch_slices(plan.count, chunk):
                 span_tiles = range(part.start, part.stop)
                 batch = await loop.run_in_executor(self.executor, vtiles.cut_range, decoded.rgb, plan, span_tiles)
@@ -406,8 +410,7 @@ class InferenceService:
                 if tuple(out.shape) != expected:
                     raise BackendError(f"model {spec.name!r} returned {list(out.shape)} for tiles "
                                        f"{list(batch.shape)}; expected {list(expected)} (scale {scale})")
-                await loop.run_in_executor(self.executor, lambda o=out, r=span_tiles: vtiles.paste(
-                    rgb, vtiles.to_pixels(o), plan, scale, r))
+                await loop.run_in_executor(self.executor, paste, out, span_tiles)
 
         def finish() -> np.ndarray:
             alpha = vtiles.upscale_alpha(decoded.alpha, scale) if decoded.alpha is not None else None
