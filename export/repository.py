@@ -61,10 +61,15 @@ def build_config(name: str, card: ModelCard, *, max_batch_size: int, platform: s
     }
     if card.resize_size:
         params["resize_size"] = str(card.resize_size)
-    if card.interpolation:
-        params["interpolation"] = card.interpolation
+    # config.pbtxt states everything the graph's metadata says, so a Triton server (which shows the
+    # gateway the config, never the graph) and the embedded runtime build the same spec
+    params["interpolation"] = card.interpolation or "bilinear"
+    if card.input_size is not None:
+        params["input_size"] = f"{card.input_size[0]},{card.input_size[1]}"
     if card.task == "classify":
         params["output_activation"] = "softmax"
+    if card.task == "detect":
+        params.setdefault("head", "visiongate")
     params.update(card.extra)
     return {
         "name": name,

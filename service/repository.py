@@ -374,9 +374,9 @@ def build_spec(config: ModelConfig, *, graph: GraphInfo | None = None, labels: t
         what = "is not a visiongate parameter" if key not in KNOWN else f"is not used by this model " \
             f"(task {task}, resize {resize})"
         warnings.append(f"parameters.{key} {what}; see docs/model-config.md")
-    labels = labels if labels is not None else meta_labels
-    if labels is not None and meta_labels is not None and labels == meta_labels and "labels" not in inferred:
-        inferred["labels"] = meta_source
+    if labels is None and meta_labels is not None:
+        labels = meta_labels
+        inferred.setdefault("labels", meta_source)
     warnings.extend(_label_warnings(task, labels, outputs))
     if graph is not None:
         check_against_graph(name, mbs, [(t.name, t.data_type, t.dims) for t in inputs],

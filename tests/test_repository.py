@@ -7,14 +7,17 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from visiongate.service.autocomplete import PRETRAINED_CFG_KEY, read_graph
-from visiongate.service.model_config import ConfigError, config_to_dict, triton_config_json
+from visiongate.service.model_config import (ConfigError, ModelConfig, config_to_dict, read_config, to_pbtxt,
+                                             triton_config_json)
+from visiongate.service.protocol import model_config_pb2
 from visiongate.service.repository import ModelSpec, read_model, scan, spec_from_config
 
 onnx = pytest.importorskip("onnx")
@@ -97,7 +100,8 @@ def test_exported_repositories_load_unchanged_with_nothing_to_report(exported: P
     assert len(specs["efficientnet_lite0"].labels or ()) == 1000
     yolo = specs["yolov3_tiny"]
     assert (yolo.preprocess.resize, yolo.preprocess.pad_value, yolo.head) == ("letterbox", 127, "visiongate")
-    assert yolo.inferred == {"head": "layout"}
+    # today's exports state the head; the earlier round's left it to be recognised from the layout
+    assert yolo.inferred in ({}, {"head": "layout"})
     sr = specs["waifu2x_x2"]
     assert sr.preprocess.input_size is None
     assert sr.int_param("scale", 0) == 2 and sr.int_param("tile_size", 0) == 256
@@ -159,18 +163,34 @@ def test_unknown_parameters_are_reported_not_fatal(exported: Path) -> None:
 def test_a_config_that_does_not_match_its_graph_is_a_load_error(exported: Path) -> None:
     path = exported / "efficientnet_lite0" / "config.pbtxt"
     good = path.read_text()
-    for old, new, named in [('name: "image"', 'name: "pixels"', "input 'pixels' is not in the graph"),
-                            ("dims: [ 1000 ]", "dims: [ 1001 ]", "output 'logits': dims [1001]"),
-                            ("TYPE_UINT8", "TYPE_FP32",
-                             "TYPE_FP32 in the config but TYPE_UINT8 in the graph"),
-                            ("dims: [ 224, 224, 3 ]", "dims: [ 256, 256, 3 ]", "dims [256, 256, 3]")]:
-        assert old in good
-        path.write_text(good.replace(old, new, 1) if "normalization" not in new else good)
-        text = path.read_text()
-        if "TYPE_FP32" in new:  # a float input also needs its normalisation said; keep the graph error first
-            text = text.replace('string_value: "in_graph"', 'string_value: "none"').replace(
-                '"0.485,0.456,0.406"', '"0,0,0"').replace('"0.229,0.224,0.225"', '"1,1,1"')
-            path.write_text(text)
+
+    def float_input(c: ModelConfig) -> None:
+        c.input[0].data_type = model_config_pb2.TYPE_FP32
+        # a float input also needs its normalisation said; keep the graph error first
+        c.parameters["normalization"].string_value = "none"
+        c.parameters["mean"].string_value = "0,0,0"
+        c.parameters["std"].string_value = "1,1,1"
+
+    def dims(tensor: Any, values: list[int]) -> None:
+        del tensor.dims[:]
+        tensor.dims.extend(values)
+
+    def input_dims(c: ModelConfig) -> None:
+        dims(c.input[0], [256, 256, 3])
+        if "input_size" in c.parameters:  # today's exports also state the size as a parameter
+            del c.parameters["input_size"]
+
+    edits: list[tuple[Callable[[ModelConfig], None], str]] = [
+        (lambda c: setattr(c.input[0], "name", "pixels"), "input 'pixels' is not in the graph"),
+        (lambda c: dims(c.output[0], [1001]), "output 'logits': dims [1001]"),
+        (float_input, "TYPE_FP32 in the config but TYPE_UINT8 in the graph"),
+        (input_dims, "dims [256, 256, 3]"),
+    ]
+    for edit, named in edits:  # edited through Triton's schema, whatever layout the exporter wrote
+        path.write_text(good)
+        config = read_config(path, "efficientnet_lite0")
+        edit(config)
+        path.write_text(to_pbtxt(config))
         with pytest.raises(ConfigError, match="does not match its graph") as caught:
             read_model(exported / "efficientnet_lite0")
         assert named in str(caught.value)
