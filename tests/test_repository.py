@@ -15,8 +15,14 @@ import numpy as np
 import pytest
 
 from visiongate.service.autocomplete import PRETRAINED_CFG_KEY, read_graph
-from visiongate.service.model_config import (ConfigError, ModelConfig, config_to_dict, read_config, to_pbtxt,
-                                             triton_config_json)
+from visiongate.service.model_config import (
+    ConfigError,
+    ModelConfig,
+    config_to_dict,
+    read_config,
+    to_pbtxt,
+    triton_config_json,
+)
 from visiongate.service.protocol import model_config_pb2
 from visiongate.service.repository import ModelSpec, read_model, scan, spec_from_config
 
