@@ -155,6 +155,19 @@ def torchvision_config(name: str) -> LibraryConfig:
     from torchvision import models
 
     classifiers, detectors = _tv_names()
+    from .torchvision_segmentation import segmentation_names
+
+    segmenters = segmentation_names()
+    if name in segmenters:
+        weights = models.get_model_weights(name).DEFAULT
+        transform = weights.transforms()
+        side = int(transform.resize_size[0])
+        categories = tuple(str(c) for c in weights.meta["categories"])
+        return LibraryConfig(
+            library="torchvision", name=name, task="segment", input_size=(side, side),
+            interpolation=str(transform.interpolation.value), mean=_three(transform.mean),
+            std=_three(transform.std), crop_pct=1.0, resize_size=side, num_classes=len(categories),
+            labels=categories, source=f"torchvision {weights} transforms()")
     if name in detectors:
         if name not in TV_DETECTORS:
             raise CheckpointError(
@@ -170,8 +183,8 @@ def torchvision_config(name: str) -> LibraryConfig:
             resize_size=max(DETECTORS[name][1]), num_classes=len(categories), labels=categories,
             source=f"torchvision {weights}")
     if name not in classifiers:
-        raise CheckpointError(f"torchvision has no classification or detection model {name!r}"
-                              f"{_suggest(name, classifiers + detectors)}")
+        raise CheckpointError(f"torchvision has no classification, detection or segmentation model {name!r}"
+                              f"{_suggest(name, classifiers + detectors + segmenters)}")
     try:
         weights = models.get_model_weights(name).DEFAULT
     except (ValueError, AttributeError, KeyError):
@@ -296,6 +309,11 @@ def load_library_model(library: Library, name: str, checkpoint: Path | None,
     state = read_checkpoint(checkpoint) if checkpoint is not None else None
     provenance = f"checkpoint {checkpoint.name}" if checkpoint is not None else "RANDOM weights (no checkpoint)"
     torch.manual_seed(0)
-    loaded = (_detector if cfg.task == "detect" else _classifier)(cfg, state, opts, provenance)
+    if cfg.task == "segment":
+        from .torchvision_segmentation import torchvision_segmenter
+
+        loaded = torchvision_segmenter(name, state, opts.num_classes, opts.labels, opts.input_size, provenance)
+    else:
+        loaded = (_detector if cfg.task == "detect" else _classifier)(cfg, state, opts, provenance)
     loaded.random_weights = state is None
     return loaded
