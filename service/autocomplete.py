@@ -166,7 +166,7 @@ def _from_pretrained_cfg(raw: str) -> tuple[dict[str, str], tuple[str, ...] | No
     return params, tuple(str(x) for x in labels) if isinstance(labels, list) else None
 
 
-ULTRALYTICS_TASKS = {"detect": "detect", "classify": "classify"}
+ULTRALYTICS_TASKS = {"detect": "detect", "classify": "classify", "segment": "segment"}
 
 
 def _ultralytics_names(raw: str) -> tuple[str, ...] | None:
@@ -204,6 +204,14 @@ def metadata_parameters(meta: Mapping[str, str], model: str
         if task == "detect":
             params.update(resize="letterbox", letterbox_pad="114", letterbox_align="center",
                           head="end2end" if ultralytics_end2end(meta) else "yolov8")
+        elif task == "segment":
+            if ultralytics_end2end(meta):
+                raise ConfigError(f"model {model!r}: an end-to-end (NMS inside) Ultralytics segment export is "
+                                  f"not served; export it with nms=False (YOLOv8/YOLO11-seg: [N, 4+C+32, A] "
+                                  f"and the prototypes)")
+            # the [N, 4+C+P, A] + prototypes layout is re-cut by vision/seg_heads.py
+            params.update(resize="letterbox", letterbox_pad="114", letterbox_align="center",
+                          segment_kind="instance", head="yolo_seg")
         else:
             # Ultralytics' classify transforms: shorter side to imgsz, centre crop, no mean/std;
             # the exported head already applies softmax

@@ -8,7 +8,8 @@ Model kinds (config parameter ``segment_kind``):
   ``none`` for probabilities, ``softmax`` for logits). Answer: the class map at the original size
   as a base64 PNG (one byte per pixel = class id) and the classes present with their share.
 - ``instance`` (``head`` = ``yolo_seg``): ``boxes [N, B, 4]``, ``scores [N, B, C]``,
-  ``mask_coefficients [N, B, K]``, ``prototypes [N, K, h, w]``; ``head`` = ``pasted`` (Mask R-CNN
+  ``mask_coefficients [N, B, K]``, ``prototypes [N, K, h, w]``, or Ultralytics' two outputs
+  (``vision/seg_heads.py``); ``head`` = ``pasted`` (Mask R-CNN
   style): ``boxes``, ``scores`` and ``masks [N, B, h, w]`` probabilities over the network input.
   Answer: per instance label, score, box and mask as COCO RLE, polygons or PNG.
 """
@@ -28,6 +29,7 @@ from .repository import ModelSpec
 from .schemas import ImageSize
 from .vision import detection as vdet
 from .vision import masks as vmask
+from .vision import seg_heads as vseg
 from .vision.encode import ImageFormat, encode
 
 MaskFormat = Literal["rle", "polygon", "png"]
@@ -105,9 +107,17 @@ def _select_indices(
     iou_threshold: float,
     limit: int,
     classes: np.ndarray | None,
+    best_class: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Like ``vision.detection.select`` but keeping which output row each detection came from:
-    (rows ``[K]``, class ids ``[K]``, scores ``[K]``), best first."""
+    (rows ``[K]``, class ids ``[K]``, scores ``[K]``), best first. ``best_class``: each row
+    competes only with its best class, before ``classes`` filters (Ultralytics' single-label NMS)."""
+    if best_class and scores.shape[0] and scores.shape[1]:
+        rows = np.arange(scores.shape[0])
+        best = scores.argmax(axis=1)
+        only = np.zeros_like(scores)
+        only[rows, best] = scores[rows, best]
+        scores = only
     if classes is not None:
         masked = np.zeros_like(scores)
         masked[:, classes] = scores[:, classes]
@@ -248,7 +258,8 @@ class Segmenter:
                 classes = vdet.parse_classes(options.classes, spec.labels, int(scores.shape[-1]))
             except ValueError as exc:
                 raise InvalidArgument(str(exc)) from exc
-        rows, cls, conf = _select_indices(out["boxes"][k], scores, score_t, iou_t, limit, classes)
+        yolo = spec.param("head", "yolo_seg") == "yolo_seg"
+        rows, cls, conf = _select_indices(out["boxes"][k], scores, score_t, iou_t, limit, classes, best_class=yolo)
         boxes = p.placement.to_original(out["boxes"][k][rows].astype(np.float32).reshape(-1, 4))
         input_hw = spec.preprocess.input_size or p.tensor.shape[:2]
         threshold = spec.float_param("mask_threshold", 0.5)
@@ -304,6 +315,11 @@ class Segmenter:
         """Outputs with the batch axis, in image order -> one ``Segmentation`` per image (CPU work:
         run it off the event loop)."""
         if spec.param("segment_kind", "semantic") == "instance":
+            if spec.param("head", "yolo_seg") == "yolo_seg":
+                try:
+                    outputs = vseg.yolo_seg_outputs(outputs)
+                except ValueError as exc:  # OutputLayoutError: the model does not answer in its head's layout
+                    raise BackendError(f"model {spec.name!r}: {exc}") from exc
             return [self._instances(spec, p, outputs, k, options, version) for k, p in enumerate(prepared)]
         scores = outputs[spec.outputs[0].name]
         return [self._semantic(spec, p, scores[k], options, version) for k, p in enumerate(prepared)]
