@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from visiongate.service import pbtxt
+from visiongate.service.model_config import config_to_dict, dump_config
 from visiongate.service.repository import label_file, model_versions, read_labels
 
 from .sources.base import ModelCard
@@ -85,7 +85,7 @@ def build_config(name: str, card: ModelCard, *, max_batch_size: int, platform: s
 
 def canonical(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` in the one dict shape Triton's JSON gives (int64 fields as strings), for comparisons."""
-    from visiongate.service.model_config import config_from_dict, config_to_dict
+    from visiongate.service.model_config import config_from_dict
 
     return config_to_dict(config_from_dict(config))
 
@@ -97,7 +97,7 @@ def existing_config(repository: Path, name: str) -> dict[str, Any] | None:
         service.model_config.ConfigError: the file exists and is not a valid model config (a re-export
             must not guess what it meant).
     """
-    from visiongate.service.model_config import config_to_dict, read_config
+    from visiongate.service.model_config import read_config
 
     path = Path(repository) / name / "config.pbtxt"
     if not path.is_file():
@@ -172,7 +172,7 @@ class StagedVersion:
         (``<version>/labels.txt``), so the versions already published keep answering with theirs.
         """
         model_dir = self.repository / self.name
-        config_text = pbtxt.dump(config)
+        config_text = dump_config(config)
         labels_text = "".join(f"{label}\n" for label in labels) if labels else None
         if labels_text is not None and model_dir.is_dir():
             current = model_dir / (label_file(config) or "labels.txt")

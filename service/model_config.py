@@ -76,7 +76,7 @@ def config_to_dict(config: ModelConfig) -> dict[str, Any]:
 
 
 def dump_config(config: Mapping[str, Any]) -> str:
-    """A config dict (Triton's JSON shape) -> ``config.pbtxt`` text. Replaces ``pbtxt.dump``."""
+    """A config dict (Triton's JSON shape) -> ``config.pbtxt`` text."""
     return to_pbtxt(config_from_dict(config))
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from visiongate.service import pbtxt
 from visiongate.service.model_config import (
     ConfigError,
     config_from_dict,
+    config_to_dict,
     dump_config,
     parse_pbtxt,
     to_pbtxt,
@@ -107,8 +107,8 @@ def test_dicts_in_tritons_json_shape_round_trip_and_the_old_dump_still_works() -
                "parameters": {"libellé": {"string_value": "ünï"}}}
     text = dump_config(as_dict)
     assert parse_pbtxt(text).parameters["libellé"].string_value == "ünï"
-    assert pbtxt.dump(as_dict) == text
-    assert pbtxt.parse(text)["input"][0]["dims"] == ["-1", "-1", "3"]  # proto3 JSON: int64 as strings
+    assert dump_config(as_dict) == text
+    assert config_to_dict(parse_pbtxt(text))["input"][0]["dims"] == ["-1", "-1", "3"]  # proto3 JSON: int64 as strings
     with pytest.raises(ConfigError, match="max_batch_sise"):
         config_from_dict({"name": "m", "max_batch_sise": 4})
 

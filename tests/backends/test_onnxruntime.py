@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from support import run_model
-from visiongate.service import pbtxt
 from visiongate.service.backends.onnxruntime import OnnxRuntimeBackend
 from visiongate.service.errors import InvalidArgument, ModelNotFound, ModelNotReady
+from visiongate.service.model_config import config_to_dict, dump_config, parse_pbtxt
 from visiongate.service.settings import Settings
 
 
@@ -28,9 +28,9 @@ def two_version_repo(repository: Path, tmp_path: Path) -> Path:
         (dst / version).mkdir()
         (dst / version / "model.onnx").symlink_to(src / str(newest) / "model.onnx")
     (dst / ".staging-123-x").mkdir()  # a dead export's leftovers are not a version
-    config = pbtxt.parse((dst / "config.pbtxt").read_text())
+    config = config_to_dict(parse_pbtxt((dst / "config.pbtxt").read_text()))
     config["name"] = "lite0"
-    (dst / "config.pbtxt").write_text(pbtxt.dump(config))
+    (dst / "config.pbtxt").write_text(dump_config(config))
     return tmp_path
 
 
@@ -56,9 +56,9 @@ def test_newest_version_is_served_by_default(two_version_repo: Path) -> None:
 
 def test_version_policy_all_loads_every_version(two_version_repo: Path) -> None:
     cfg_path = two_version_repo / "lite0" / "config.pbtxt"
-    config = pbtxt.parse(cfg_path.read_text())
+    config = config_to_dict(parse_pbtxt(cfg_path.read_text()))
     config["version_policy"] = {"all": {}}
-    cfg_path.write_text(pbtxt.dump(config))
+    cfg_path.write_text(dump_config(config))
 
     async def go() -> tuple[int, ...]:
         backend = OnnxRuntimeBackend(Settings(repository=two_version_repo))

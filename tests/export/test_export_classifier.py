@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from visiongate.service import pbtxt
+from visiongate.service.model_config import config_to_dict, parse_pbtxt
 from visiongate.service.repository import read_model
 
 pytestmark = pytest.mark.export
@@ -69,7 +69,8 @@ def test_parity_report_proves_onnx_matches_pytorch_on_real_photos(fresh_repo: Pa
 def test_exporting_again_adds_version_2_and_keeps_version_1(fresh_repo: Path) -> None:
     done = export(fresh_repo, "efficientnet_lite0")
     assert done.returncode == 0, done.stderr
-    assert pbtxt.parse((fresh_repo / "efficientnet_lite0" / "config.pbtxt").read_text())["name"] == "efficientnet_lite0"
+    config = config_to_dict(parse_pbtxt((fresh_repo / "efficientnet_lite0" / "config.pbtxt").read_text()))
+    assert config["name"] == "efficientnet_lite0"
     versions = sorted(p.name for p in (fresh_repo / "efficientnet_lite0").iterdir() if p.name.isdigit())
     assert versions == ["1", "2"]
     # reproducible: the same weights give the same graph

@@ -22,8 +22,8 @@ from PIL import Image  # noqa: E402
 from visiongate.export.photos import photo  # noqa: E402
 from visiongate.export.reexport import ConfigConflict, merge_config  # noqa: E402
 from visiongate.export.sources.sr_nets import ESPCN  # noqa: E402
-from visiongate.service import pbtxt  # noqa: E402
 from visiongate.service.cli import main  # noqa: E402
+from visiongate.service.model_config import config_to_dict, dump_config, parse_pbtxt  # noqa: E402
 from visiongate.service.proof_report import read_proof, summarise  # noqa: E402
 from visiongate.service.repository import read_model  # noqa: E402
 
@@ -115,18 +115,18 @@ def test_reexport_keeps_hand_edits_and_versions_keep_their_labels(tmp_path, clas
     args = ("--arch", "mobilenet_v3_small", "--checkpoint", str(classifier_checkpoint), "--name", "parts")
     assert export(tmp_path, *args, "--labels", str(tmp_path / "v1.txt")) == 0
     model_dir = tmp_path / "repo" / "parts"
-    config = pbtxt.parse((model_dir / "config.pbtxt").read_text())
+    config = config_to_dict(parse_pbtxt((model_dir / "config.pbtxt").read_text()))
     config["version_policy"] = {"all": {}}
     config["instance_group"] = [{"count": 2, "kind": "KIND_CPU"}]
     config["max_batch_size"] = 16
     config["dynamic_batching"] = {"max_queue_delay_microseconds": 2000}
     config["parameters"]["mean"] = {"string_value": "0.5,0.5,0.5"}  # cannot take effect: the graph normalises
     config["parameters"]["owner"] = {"string_value": "vision-team"}
-    (model_dir / "config.pbtxt").write_text(pbtxt.dump(config))
+    (model_dir / "config.pbtxt").write_text(dump_config(config))
 
     (tmp_path / "v2.txt").write_text("bolt\nwasher\nnut\n")  # reordered: version 1 must keep its order
     assert export(tmp_path, *args, "--labels", str(tmp_path / "v2.txt")) == 0
-    after = pbtxt.parse((model_dir / "config.pbtxt").read_text())
+    after = config_to_dict(parse_pbtxt((model_dir / "config.pbtxt").read_text()))
     assert after["version_policy"] == {"all": {}}
     assert after["instance_group"] == [{"count": 2, "kind": "KIND_CPU"}]
     assert int(after["max_batch_size"]) == 16

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,8 @@ def test_too_little_overlap_shows_seams() -> None:
 
 def test_waifu2x_tiled_equals_untiled_on_a_real_photo() -> None:
     ort = pytest.importorskip("onnxruntime")
-    path = ROOT / "model_repository" / "waifu2x_x2" / "1" / "model.onnx"
+    repository = Path(os.environ.get("VISIONGATE_TEST_REPOSITORY", ROOT / "model_repository"))
+    path = repository / "waifu2x_x2" / "1" / "model.onnx"
     if not path.is_file():
         pytest.skip("waifu2x_x2 is not exported: visiongate export waifu2x_x2")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
