@@ -259,7 +259,10 @@ def error_response(exc: VisionGateError, protocol: Protocol = "task",
 
 
 def log_error(method: str, path: str, exc: VisionGateError) -> None:
-    if exc.status_code >= 500 and not isinstance(exc, (ServiceUnavailable, DeadlineExceeded)):
+    """The one log line of an error answer: a bug with its traceback, 5xx at ERROR, the rest at INFO."""
+    if isinstance(exc, InternalError) and exc.__cause__ is not None:
+        logger.error("unhandled error on %s %s", method, path, exc_info=exc.__cause__)
+    elif exc.status_code >= 500 and not isinstance(exc, (ServiceUnavailable, DeadlineExceeded)):
         logger.error("%s %s -> %s: %s", method, path, exc.status_code, exc.message,
                      exc_info=exc.__cause__ or exc if exc.status_code != 500 or exc.__cause__ else None)
     else:
@@ -293,10 +296,7 @@ async def _handle(request: Request, exc: Exception) -> JSONResponse:
     error = as_visiongate_error(exc)
     if isinstance(error, RouteNotFound | MethodNotAllowed):
         error.message = f"{error.message}: {request.method} {request.url.path}"
-    if isinstance(error, InternalError) and error.__cause__ is not None:
-        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error.__cause__)
-    else:
-        log_error(request.method, request.url.path, error)
+    log_error(request.method, request.url.path, error)
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None and isinstance(error, (ServiceUnavailable, DeadlineExceeded)):
         metrics.rejected.labels(error.type).inc()
@@ -333,10 +333,7 @@ class CatchAllMiddleware:
             if started:
                 raise
             error = as_visiongate_error(exc)
-            if isinstance(error, InternalError):
-                logger.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
-            else:
-                log_error(str(scope.get("method")), str(scope.get("path")), error)
+            log_error(str(scope.get("method")), str(scope.get("path")), error)
             await error_response(error, protocol_of(scope["path"]))(scope, receive, send)
 
 

@@ -21,7 +21,6 @@ from ..api import v2 as rest_v2
 from ..deadlines import request_deadline
 from ..errors import (
     DeadlineExceeded,
-    InternalError,
     InvalidArgument,
     ModelNotFound,
     Overloaded,
@@ -29,7 +28,6 @@ from ..errors import (
     ServiceUnavailable,
     VisionGateError,
     log_error,
-    logger,
 )
 from ..inference import InferenceService
 from ..metrics import Metrics
@@ -121,10 +119,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _log(self, method: str, error: VisionGateError) -> None:
         if isinstance(error, ServiceUnavailable | DeadlineExceeded):
             self.metrics.rejected.labels(error.type).inc()
-        if isinstance(error, InternalError) and error.__cause__ is not None:
-            logger.error("unhandled error on gRPC %s", method, exc_info=error.__cause__)
-        else:
-            log_error("gRPC", method, error)
+        log_error("gRPC", method, error)
 
     # --- health and metadata ----------------------------------------------------------------------
 
