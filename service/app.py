@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from . import __version__
 from .api import classify, detect, health, models, segment, super_resolve, ui
 from .api import v2 as oip_v2
+from .api.routing import RouteTable
 from .backends.base import Backend
 from .deadlines import DeadlineMiddleware
 from .disconnects import CancelOnDisconnect
@@ -113,7 +114,10 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(DeadlineMiddleware, default_s=settings.request_timeout_s)
     app.add_middleware(CancelOnDisconnect)
+    # which routes run models, from the app's own routes: read by admission and the request log
+    app.state.inference_routes = RouteTable(lambda: app.router.routes)
     app.add_middleware(AdmissionMiddleware, limit=settings.max_open_requests, metrics=metrics,
+                       routes=app.state.inference_routes,
                        open_requests=open_requests, drain_limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     # keys, rate limits, request logs and tracing, placed around Metrics/Admission by themselves:

@@ -71,19 +71,13 @@ class AdmissionMiddleware:
     """Admission before the body is read."""
 
     def __init__(self, app: ASGIApp, limit: int, metrics: Metrics, open_requests: OpenRequests,
-                 drain_limit: int = 20 * 2**20) -> None:
+                 routes: RouteTable, drain_limit: int = 20 * 2**20) -> None:
         self.app = app
         self.limit = limit
         self.metrics = metrics
         self.drain_limit = drain_limit
         self.open = open_requests
-        self._routes: RouteTable | None = None
-
-    def _table(self, scope: Scope) -> RouteTable:
-        if self._routes is None:
-            app = scope["app"]
-            self._routes = RouteTable(lambda: app.router.routes)
-        return self._routes
+        self.routes = routes
 
     def _early_refusal(self, scope: Scope, task: str | None, model: str | None) -> Exception | None:
         service: Any = getattr(scope["app"].state, "service", None)
@@ -102,7 +96,7 @@ class AdmissionMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        target = self._table(scope).target(scope)
+        target = self.routes.target(scope)
         if target is None:
             await self.app(scope, receive, send)
             return
@@ -115,7 +109,7 @@ class AdmissionMiddleware:
             # read the body (and drop it) so the client's keep-alive connection stays usable:
             # answering first makes uvicorn close it, and a pooled client then sees a
             # connection error instead of this 503. Routing, parsing and decoding are still saved.
-            await _discard_body(receive, self.drain_limit)
+            await discard_body(receive, self.drain_limit)
             assert isinstance(refused, VisionGateError)
             self.metrics.rejected.labels(refused.type).inc()
             await error_response(refused, protocol_of(scope["path"]))(scope, receive, send)
@@ -127,7 +121,7 @@ class AdmissionMiddleware:
             self.open.count -= 1
 
 
-async def _discard_body(receive: Receive, limit: int) -> None:
+async def discard_body(receive: Receive, limit: int) -> None:
     """Receive the request body and drop it, up to ``limit`` bytes (past that the connection closes)."""
     seen = 0
     while seen <= limit:

@@ -157,16 +157,11 @@ class RequestLogMiddleware:
 def _model_named_by(scope: Scope) -> str | None:
     """The model an inference request was for: named in its path or query, else its task's default
     (as admission names it, from the app's own routes)."""
-    from .api.routing import RouteTable
-
-    app = scope.get("app")
-    state = getattr(app, "state", None)
+    state = getattr(scope.get("app"), "state", None)
     service = getattr(state, "service", None)
-    if service is None:
+    table = getattr(state, "inference_routes", None)
+    if service is None or table is None:
         return None
-    table = getattr(state, "request_log_routes", None)
-    if table is None:
-        table = state.request_log_routes = RouteTable(lambda: app.router.routes)  # type: ignore[union-attr]
     target = table.target(scope)
     if target is None or target.model is not None or target.task is None:
         return None if target is None else target.model

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import Forbidden, RateLimited, Unauthenticated, VisionGateError, error_body
+from ..errors import Forbidden, RateLimited, Unauthenticated, VisionGateError, error_response, protocol_of
 from ..metrics import Metrics
+from ..middleware import discard_body
 from . import ratelimit
 from .keys import KeyStore
 from .ratelimit import KeyLimits, RateLimiter, RequestQuota, retry_after_header
@@ -112,8 +113,7 @@ def refusal_headers(exc: VisionGateError) -> dict[str, str]:
 
 
 def refusal_response(path: str, exc: VisionGateError) -> JSONResponse:
-    body: object = {"error": exc.message} if path == "/v2" or path.startswith("/v2/") else error_body(exc)
-    return JSONResponse(body, status_code=exc.status_code, headers=refusal_headers(exc))
+    return error_response(exc, protocol_of(path), refusal_headers(exc))
 
 
 class AuthMiddleware:
@@ -137,8 +137,8 @@ class AuthMiddleware:
             limits = self.gate.check(key_from_headers(scope.get("headers", [])), required)
         except VisionGateError as exc:
             if isinstance(exc, RateLimited):
-                # a known caller over its rate: keep its keep-alive connection usable (see _discard_body)
-                await _discard_body(receive, self.drain_limit)
+                # a known caller over its rate: keep its keep-alive connection usable (see discard_body)
+                await discard_body(receive, self.drain_limit)
             await refusal_response(scope["path"], exc)(scope, receive, send)
             return
         scope[KEY_NAME] = limits.entry.name
@@ -157,14 +157,3 @@ class AuthMiddleware:
             await self.app(scope, receive, send_with_retry_after)
         finally:
             ratelimit.unbind(token)
-
-
-async def _discard_body(receive: Receive, limit: int) -> None:
-    seen = 0
-    while seen <= limit:
-        message = await receive()
-        if message["type"] != "http.request":
-            return
-        seen += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            return
