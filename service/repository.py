@@ -49,7 +49,7 @@ from .model_params import (
 from .protocol.model_config_pb2 import DataType, ModelInput
 from .vision.preprocess import InputDType, Interpolation, PreprocessConfig, Resize
 
-__all__ = ["DTYPES", "TASKS", "ConfigError", "ModelSpec", "RepositoryModel", "Task", "TensorSpec",
+__all__ = ["DTYPES", "ONNX_PLATFORMS", "TASKS", "ConfigError", "ModelSpec", "RepositoryModel", "Task", "TensorSpec",
            "label_file", "model_versions", "read_labels", "read_model", "scan", "select_versions",
            "spec_from_config"]
 
@@ -63,7 +63,7 @@ DTYPES: dict[str, np.dtype[Any]] = {d.triton: d.numpy for d in dtypes.TABLE if d
 
 #: Triton's own default for auto-completed models with a batch axis (onnxruntime backend)
 DEFAULT_MAX_BATCH_SIZE = 4
-_ONNX_PLATFORMS = ("onnxruntime_onnx", "onnxruntime")
+ONNX_PLATFORMS = ("onnxruntime_onnx", "onnxruntime")
 _INPUT_DTYPES: dict[str, InputDType] = {"TYPE_UINT8": "uint8", "TYPE_FP32": "float32", "TYPE_FP16": "float16",
                                         "TYPE_FP64": "float64"}
 
@@ -585,10 +585,10 @@ def read_model(model_dir: Path, *, graph: bool = True,
                               f"<version>/{filename} in {model_dir}; nothing to serve")
         config.platform = "onnxruntime_onnx"
     info: GraphInfo | None = None
-    if graph and not onnx_versions and config.platform in _ONNX_PLATFORMS:
+    if graph and not onnx_versions and config.platform in ONNX_PLATFORMS:
         raise ConfigError(f"model {name!r}: no version folder to serve holds {filename} (versions on disk: "
                           f"{list(available)}, selected by version_policy: {list(versions)})")
-    if graph and onnx_versions and (config.platform or config.backend) in (*_ONNX_PLATFORMS, ""):
+    if graph and onnx_versions and (config.platform or config.backend) in (*ONNX_PLATFORMS, ""):
         info = read_graph(model_dir / str(onnx_versions[-1]) / filename)
     elif graph and not config_path.is_file():
         raise ConfigError(f"model {name!r}: no config.pbtxt and no ONNX graph to complete one from")

@@ -18,15 +18,12 @@ import onnxruntime as ort
 
 from ..autocomplete import graph_info
 from ..errors import BackendError, InvalidArgument, ModelLoadFailed, ModelNotFound, ServiceUnavailable
-from ..repository import ConfigError, ModelSpec, read_model, scan
+from ..repository import ONNX_PLATFORMS, ConfigError, ModelSpec, read_model, scan
 from ..settings import Settings
 from .base import ModelState, ModelStatus, Tensors
 from .batching import BatchedBackend, LoadedModel
 
 logger = logging.getLogger("visiongate.onnxruntime")
-
-_ONNX_PLATFORMS = ("onnxruntime_onnx", "onnxruntime")
-
 
 @contextlib.contextmanager
 def ort_errors(model: str) -> Iterator[None]:
@@ -70,7 +67,7 @@ class OnnxRuntimeBackend(BatchedBackend):
     def _load(self, model_dir: Path) -> LoadedModel | None:
         entry = read_model(model_dir, default_max_batch_size=self._settings.default_max_batch_size)
         spec = entry.spec
-        if spec.platform not in _ONNX_PLATFORMS:
+        if spec.platform not in ONNX_PLATFORMS:
             return None
         for warning in spec.warnings:
             logger.warning("model %s: %s", spec.name, warning)
