@@ -46,6 +46,7 @@ class _Pending:
     deadline: float  # time.monotonic()
     enqueued: float = field(default_factory=time.monotonic)
     prepare: Prepare | None = None
+    taken: bool = False  # moved from the queue into a batch (under the lock)
 
 
 class Reservation:
@@ -200,10 +201,15 @@ class Batcher:
     def _release(self, reservation: Reservation) -> None:
         """Drop what is left of ``reservation``: the request will not submit it."""
         with self._cond:
-            reservation.remaining = 0
+            self._consume(reservation, reservation.remaining)
+            self._cond.notify_all()
+
+    def _consume(self, reservation: Reservation, n: int) -> None:
+        """Take ``n`` items out of ``reservation`` (under the lock); an emptied one stops counting."""
+        reservation.remaining = max(0, reservation.remaining - n)
+        if reservation.remaining == 0:
             with contextlib.suppress(ValueError):
                 self._reserved.remove(reservation)
-            self._cond.notify_all()
 
     def _admit(self, n: int, timeout_s: float) -> None:
         if timeout_s <= 0:
@@ -253,10 +259,7 @@ class Batcher:
             if reservation is None:
                 self._admit(n, timeout_s)
             else:
-                reservation.remaining = max(0, reservation.remaining - n)
-                if reservation.remaining == 0:
-                    with contextlib.suppress(ValueError):
-                        self._reserved.remove(reservation)
+                self._consume(reservation, n)
             self._queue.append(item)
             self._queued_items += n
             self._cond.notify()
@@ -272,8 +275,10 @@ class Batcher:
 
     def _drop_if_queued(self, item: _Pending) -> None:
         with self._cond:
+            if item.taken:  # the common case: it ran (or runs) in a batch
+                return
             # by identity (deque.remove would compare, and format the item's repr when absent: ~15%
-            # of the CPU at load); the common case, already taken by a worker, scans a short queue
+            # of the CPU at load)
             for i, queued in enumerate(self._queue):
                 if queued is item:
                     del self._queue[i]
@@ -289,6 +294,7 @@ class Batcher:
         while self._queue:
             item = self._queue.popleft()
             if n < self._max_batch and item.shape_key == first.shape_key and n + item.n <= self._max_batch:
+                item.taken = True
                 batch.append(item)
                 n += item.n
             else:
@@ -305,6 +311,7 @@ class Batcher:
                     return None
                 self._cond.wait(0.1 if self._closed else None)
             first = self._queue.popleft()
+            first.taken = True
             batch, n = [first], first.n
             wait_until = time.monotonic() + self._delay_s
             while n < self._max_batch:
