@@ -58,6 +58,17 @@ def wait_ready(url: str, timeout_s: float = 60.0, path: str = "/readyz") -> None
     raise TimeoutError(f"{url}{path} not ready after {timeout_s}s (last: {last})")
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the gateway drains), then SIGKILL if it is still there after 20 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class GatewayProcess:
     """A real `visiongate serve` process on a free port."""
 
@@ -77,13 +88,7 @@ class GatewayProcess:
 
     def stop(self) -> str:
         """Stop the gateway (SIGTERM, then SIGKILL after 20 s) and return everything it logged."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         if not self._log.closed:
             with self._log:
                 self._log.seek(0)

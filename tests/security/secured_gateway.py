@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from support import free_port
+from support import free_port, stop_process
 from visiongate.service.security.keys import make_entry, new_key, read_file, write_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,12 +56,6 @@ class SecuredGateway:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._out.close()
         return self.output()
