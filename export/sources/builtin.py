@@ -27,6 +27,12 @@ def _nanodet_m() -> LoadedModel:
     return nanodet_m()
 
 
+def _centernet() -> LoadedModel:
+    from .centernet import centernet
+
+    return centernet()
+
+
 def _waifu2x_x2() -> LoadedModel:
     from .waifu2x import waifu2x_x2
 
@@ -69,6 +75,7 @@ BUILTIN: dict[str, Callable[[], LoadedModel]] = {
     "efficientnet_lite2": _lite2,
     "yolov3_tiny": _yolov3_tiny,
     "nanodet_m": _nanodet_m,
+    "centernet": _centernet,
     "waifu2x_x2": _waifu2x_x2,
     "waifu2x_x4": _waifu2x_x4,
     "selfie_segmentation": _selfie,
