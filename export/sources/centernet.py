@@ -80,7 +80,7 @@ def decode(heads: torch.Tensor, top_k: int = TOP_K) -> tuple[torch.Tensor, torch
     ``(row, col)`` is ``(col * 4 - left, row * 4 - top, col * 4 + right, row * 4 + bottom)``.
     """
     heat, dist = heads[..., :CLASSES], heads[..., CLASSES:]
-    n, h, w, c = heat.shape
+    n, _, w, c = heat.shape
     pooled = F.max_pool2d(heat.permute(0, 3, 1, 2), 3, stride=1, padding=1).permute(0, 2, 3, 1)
     peaks = heat * (heat == pooled).to(heat.dtype)
     top, index = peaks.reshape(n, -1).topk(top_k, dim=1)  # index = (row * W + col) * C + class

