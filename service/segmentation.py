@@ -254,9 +254,9 @@ class Segmenter:
             scores = vmask.softmax(scores.astype(np.float32))
         ids = vmask.class_map(scores, p.placement, input_hw)
         allowed = _allowed_pixels(presence, p.placement.original_size)
-        if presence is not None:
-            for c, keep in allowed.items():
-                vmask.gate_class(ids, c, keep, presence[0].background)
+        background = presence[0].background if presence is not None else 0
+        for c, keep in allowed.items():
+            vmask.gate_class(ids, c, keep, background)
         num = scores.shape[0]
         fractions = vmask.class_fractions(ids, num)
         classes = [
@@ -267,7 +267,8 @@ class Segmenter:
         probs = None
         if options.probabilities:
             full = vmask.to_original(scores, p.placement, input_hw)
-            for c, keep in allowed.items():
+            for c, keep in allowed.items():  # what the gate takes from a class goes to the background
+                full[background][~keep] += full[c][~keep]
                 full[c][~keep] = 0.0
             probs = [
                 ProbabilityMap(

