@@ -197,7 +197,8 @@ def run_yolo(args: argparse.Namespace) -> int:
         print(INSTALL, file=sys.stderr)
         return 1
     if args.checkpoint is None:
-        print("--arch yolo needs --checkpoint FILE.pt (an Ultralytics detection or segmentation checkpoint)", file=sys.stderr)
+        print("--arch yolo needs --checkpoint FILE.pt (an Ultralytics detection or segmentation checkpoint)",
+              file=sys.stderr)
         return 2
     if args.format != "onnx" or args.fp16:
         print("--arch yolo exports float32 ONNX only", file=sys.stderr)
