@@ -83,6 +83,7 @@ def _raw_parity(expected: list[np.ndarray], got: list[np.ndarray], head: str,
                 classes: int) -> tuple[dict[str, float], dict[str, float]]:
     """Max |difference| of each part of the raw outputs (boxes, scores; a segmenter's mask
     coefficients and prototypes), each against 1e-3 of that part's largest magnitude (scores: 1e-3)."""
+    parts: dict[str, tuple[int, Any]]
     if head == "end2end":
         parts = {"box": (0, np.s_[..., :4]), "score": (0, np.s_[..., 4])}
     else:
