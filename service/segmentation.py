@@ -10,7 +10,8 @@ Model kinds (config parameter ``segment_kind``):
 - ``instance`` (``head`` = ``yolo_seg``): ``boxes [N, B, 4]``, ``scores [N, B, C]``,
   ``mask_coefficients [N, B, K]``, ``prototypes [N, K, h, w]``, or Ultralytics' two outputs
   (``vision/seg_heads.py``); ``head`` = ``pasted`` (Mask R-CNN
-  style): ``boxes``, ``scores`` and ``masks [N, B, h, w]`` probabilities over the network input.
+  style): ``boxes``, ``scores`` and ``masks [N, B, h, w]`` probabilities over the network input, or
+  torchvision Mask R-CNN's ``boxes``/``labels``/``scores``/``masks [K, 1, H, W]``.
   Answer: per instance label, score, box and mask as COCO RLE, polygons or PNG.
 
 A semantic model may be gated by a detector (``presence_model``): the pixels of its gated classes
@@ -165,11 +166,11 @@ def _select_indices(
     if best_class and scores.shape[0] and scores.shape[1]:
         rows = np.arange(scores.shape[0])
         best = scores.argmax(axis=1)
-        only = np.zeros_like(scores)
+        only = np.full_like(scores, -np.inf)  # not zeros: score_threshold=0 would keep every other class
         only[rows, best] = scores[rows, best]
         scores = only
     if classes is not None:
-        masked = np.zeros_like(scores)
+        masked = np.full_like(scores, -np.inf)
         masked[:, classes] = scores[:, classes]
         scores = masked
     rows, cls = np.nonzero(scores >= score_threshold)
@@ -380,11 +381,13 @@ class Segmenter:
         """Outputs with the batch axis, in image order -> one ``Segmentation`` per image (CPU work:
         run it off the event loop). ``presence``: the gate and its detector's results, per image."""
         if spec.param("segment_kind", "semantic") == "instance":
-            if spec.param("head", "yolo_seg") == "yolo_seg":
-                try:
+            try:
+                if spec.param("head", "yolo_seg") == "yolo_seg":
                     outputs = vseg.yolo_seg_outputs(outputs)
-                except ValueError as exc:  # OutputLayoutError: the model does not answer in its head's layout
-                    raise BackendError(f"model {spec.name!r}: {exc}") from exc
+                else:
+                    outputs = vseg.pasted_outputs(outputs, len(spec.labels) if spec.labels else None)
+            except ValueError as exc:  # OutputLayoutError: the model does not answer in its head's layout
+                raise BackendError(f"model {spec.name!r}: {exc}") from exc
             return [self._instances(spec, p, outputs, k, options, version) for k, p in enumerate(prepared)]
         scores = outputs[spec.outputs[0].name]
         return [
