@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
     own = parser.add_argument_group("your own checkpoint")
     own.add_argument("--arch", help=f"architecture of --checkpoint: timm:<any timm model>, torchvision:<any "
-                                    f"torchvision classifier or single-stage detector>, yolo (an Ultralytics .pt), "
+                                    f"torchvision classifier, single-stage detector or segmenter>, "
+                                    f"torchvision:maskrcnn_resnet50_fpn[_v2], "
+                                    f"yolo (an Ultralytics .pt, detect or segment), "
                                     f"or {', '.join(ARCH_NAMES)} (resnet-rs = resnetrs50)")
     own.add_argument("--checkpoint", type=Path, help=".safetensors (preferred) or a weights-only .pth/.pt")
     own.add_argument("--random-weights", action="store_true",
@@ -146,6 +148,11 @@ def _run_arch(args: argparse.Namespace) -> int:
     if usage:
         print(usage, file=sys.stderr)
         return 2
+    library, _, arch_name = args.arch.rpartition(":")
+    if library in ("", "torchvision") and arch_name in ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"):
+        from .instance_export import run_instance
+
+        return run_instance(args)
     try:
         if args.missing_only and args.name and (args.repository / args.name / "config.pbtxt").is_file():
             print(f"{args.name}: already in {args.repository}, skipped")

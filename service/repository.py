@@ -488,7 +488,10 @@ def _derived_scale(inp: TensorSpec, out: TensorSpec, layout: str) -> int | None:
 def _label_warnings(task: Task, labels: tuple[str, ...] | None, outputs: Sequence[TensorSpec]) -> list[str]:
     if labels is None or task == "super_resolve" or not outputs[-1].dims:
         return []
-    classes = outputs[-1].dims[-1] if task == "classify" or len(outputs) > 1 else -1
+    if task == "segment":  # semantic: scores [C, h, w]; instance outputs carry no plain class axis
+        classes = outputs[0].dims[0] if len(outputs) == 1 else -1
+    else:
+        classes = outputs[-1].dims[-1] if task == "classify" or len(outputs) > 1 else -1
     if classes > 0 and classes != len(labels):
         return [f"{len(labels)} labels for {classes} output classes; answers past the last label carry ids"]
     return []

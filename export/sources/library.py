@@ -172,7 +172,8 @@ def torchvision_config(name: str) -> LibraryConfig:
         if name not in TV_DETECTORS:
             raise CheckpointError(
                 f"torchvision:{name} is a two-stage or anchor-free detector (region proposals and NMS inside "
-                f"forward) that visiongate does not export yet; exportable detectors: {', '.join(TV_DETECTORS)}")
+                f"forward) that visiongate does not export yet; exportable detectors: {', '.join(TV_DETECTORS)}; "
+                f"Mask R-CNN exports as an instance segmenter: --arch torchvision:maskrcnn_resnet50_fpn[_v2]")
         from .torchvision_detection import DETECTORS
 
         weights = models.get_model_weights(name).DEFAULT

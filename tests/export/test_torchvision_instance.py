@@ -26,6 +26,7 @@ import torch
 from support import GatewayProcess, encode, photo, wait_ready
 from visiongate.export.cli import add_arguments
 from visiongate.export.instance_export import run_instance
+from visiongate.service.cli import main
 from visiongate.service.repository import read_model
 from visiongate.service.vision.masks import decode_rle
 
@@ -58,10 +59,10 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(work: Path) -> Path:
-    args = export_args("--repository", str(work / "repo"), "--arch", ARCH, "--checkpoint",
-                       str(work / "train_ckpt.pth"), "--input-size", str(SIZE), str(SIZE), "--images",
-                       str(work / "photos"), "--name", "mrcnn")
-    assert run_instance(args) == 0
+    # through the command line, as a user runs it
+    assert main(["export", "--repository", str(work / "repo"), "--arch", ARCH, "--checkpoint",
+                 str(work / "train_ckpt.pth"), "--input-size", str(SIZE), str(SIZE), "--images",
+                 str(work / "photos"), "--name", "mrcnn", "--no-progress"]) == 0
     return work / "repo" / "mrcnn"
 
 
