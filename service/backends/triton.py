@@ -145,16 +145,21 @@ def triton_errors(model: str | None = None, retry_after_s: float = 1.0) -> Itera
                                  retry_after_s=retry_after_s) from exc
 
 
-def parse_classification(entries: np.ndarray, num_classes: int) -> tuple[str, ...] | None:
-    """Labels from Triton classification strings ``b"score:index:label"`` (labels may hold ':')."""
+def parse_classification(entries: np.ndarray, num_classes: int | None) -> tuple[str, ...] | None:
+    """Labels from Triton classification strings ``b"score:index:label"`` (labels may hold ':').
+
+    ``num_classes=None``: every labelled entry, which must be indices 0..n-1 (Triton writes an entry past
+    the end of the label file as ``b"score:index"``).
+    """
     labels: dict[int, str] = {}
     for raw in entries.reshape(-1):
         parts = (raw.decode() if isinstance(raw, bytes) else str(raw)).split(":", 2)
-        if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) < num_classes:
+        if len(parts) == 3 and parts[1].isdigit() and (num_classes is None or int(parts[1]) < num_classes):
             labels[int(parts[1])] = parts[2]
-    if len(labels) < num_classes:
+    count = len(labels) if num_classes is None else num_classes
+    if count == 0 or any(i not in labels for i in range(count)):
         return None
-    return tuple(labels[i] for i in range(num_classes))
+    return tuple(labels[i] for i in range(count))
 
 
 def _duration(raw: Any) -> Duration:
@@ -330,22 +335,35 @@ class TritonBackend:
             return read_labels(path)
         dims = [int(d) for d in labelled.get("dims", ())]
         shape = [int(d) for d in spec.input.dims]
-        if not dims or min(dims) < 1 or min(shape) < 1:
-            logger.warning("labels of %s: %s is not visible and the shapes are dynamic; "
+        if not dims or min(shape) < 1:
+            logger.warning("labels of %s: %s is not visible and the input shape is dynamic; "
                            "answers will carry class ids", spec.name, path)
             return None
-        # ask Triton for every entry of one dummy item: the first dims[-1] indices are the classes
+        output = str(labelled["name"])
+        limit = self._settings.triton_label_probe_max_entries
+        if min(dims) >= 1:  # ask for every entry of one dummy item: the first dims[-1] indices are the classes
+            count, classes = math.prod(dims), dims[-1]
+        else:
+            # A dynamic output (a segmenter's [C, -1, -1]): Triton ranks the item's flattened entries and names
+            # entry k after label line k, so lines 0..C-1 come back only if every entry does. One more than the
+            # limit is asked for: an answer that long says the item has more entries than the limit.
+            count, classes = limit + 1, None
         dummy = np.zeros([1, *shape] if spec.max_batch_size > 0 else shape, dtype=spec.input.dtype)
         assert self._client is not None
         try:
             with triton_errors(spec.name, self._retry_after_s):
-                result = await self._client.infer(spec.name, {spec.input.name: dummy}, [str(labelled["name"])],
-                                                  None, timeout, class_count=math.prod(dims))
+                result = await self._client.infer(spec.name, {spec.input.name: dummy}, [output],
+                                                  None, timeout, class_count=count)
         except (BadRequest, BackendError) as exc:
             logger.warning("labels of %s: not visible at %s and Triton would not classify: %s",
                            spec.name, path, exc.message)
             return None
-        labels = parse_classification(result[str(labelled["name"])], dims[-1])
+        if classes is None and result[output].shape[-1] > limit:
+            logger.warning("labels of %s: not visible at %s and its output has more than %d entries to rank "
+                           "(VISIONGATE_TRITON_LABEL_PROBE_MAX_ENTRIES); answers will carry class ids",
+                           spec.name, path, limit)
+            return None
+        labels = parse_classification(result[output], classes)
         logger.info("labels of %s: read from Triton's classification extension (%s not visible)",
                     spec.name, path)
         return labels
