@@ -162,6 +162,26 @@ def parse_classification(entries: np.ndarray, num_classes: int | None) -> tuple[
     return tuple(labels[i] for i in range(count))
 
 
+def probe_shape(spec: ModelSpec) -> list[int] | None:
+    """The shape of a one-item request to ``spec``'s first input: dynamic image dims are the network's
+    input size from the preprocessing parameters (what the gateway sends), a dynamic batch axis is 1;
+    None when a dim stays unknown."""
+    dims = [int(d) for d in spec.input.dims]
+    if spec.max_batch_size > 0:
+        dims = [1, *dims]
+    elif len(dims) == 4 and dims[0] < 1:
+        dims[0] = 1
+    if min(dims, default=0) >= 1:
+        return dims
+    prep = spec.preprocess
+    if prep.input_size is None or len(dims) not in (3, 4):
+        return None
+    height, width = prep.input_size
+    image = [prep.channels, height, width] if prep.layout == "NCHW" else [height, width, prep.channels]
+    filled = [*dims[:-3], *(d if d > 0 else k for d, k in zip(dims[-3:], image, strict=True))]
+    return filled if min(filled) >= 1 else None
+
+
 def _duration(raw: Any) -> Duration:
     raw = raw or {}
     return Duration(int(raw.get("count", 0)), int(raw.get("ns", 0)))
@@ -334,8 +354,8 @@ class TritonBackend:
         if path.is_file():
             return read_labels(path)
         dims = [int(d) for d in labelled.get("dims", ())]
-        shape = [int(d) for d in spec.input.dims]
-        if not dims or min(shape) < 1:
+        shape = probe_shape(spec)
+        if not dims or shape is None:
             logger.warning("labels of %s: %s is not visible and the input shape is dynamic; "
                            "answers will carry class ids", spec.name, path)
             return None
@@ -348,7 +368,7 @@ class TritonBackend:
             # entry k after label line k, so lines 0..C-1 come back only if every entry does. One more than the
             # limit is asked for: an answer that long says the item has more entries than the limit.
             count, classes = limit + 1, None
-        dummy = np.zeros([1, *shape] if spec.max_batch_size > 0 else shape, dtype=spec.input.dtype)
+        dummy = np.zeros(shape, dtype=spec.input.dtype)
         assert self._client is not None
         try:
             with triton_errors(spec.name, self._retry_after_s):

@@ -22,8 +22,8 @@ from segment_models import SELFIE, segment_repository
 from triton_server import TritonInstall, TritonServer, python_repository
 
 from support import encode, photo, running_gateway
-from visiongate.service.backends.triton import TritonBackend, parse_classification
-from visiongate.service.repository import read_labels
+from visiongate.service.backends.triton import TritonBackend, parse_classification, probe_shape
+from visiongate.service.repository import read_labels, spec_from_config
 from visiongate.service.settings import Settings
 
 # tritonclient.http.aio posts one bytes object; aiohttp warns (ResourceWarning) above 1 MiB
@@ -197,6 +197,28 @@ def test_classification_strings_of_a_flattened_output_give_the_label_file() -> N
     assert parse_classification(entries, None) == ("background", "person")
     assert parse_classification(entries[:3], None) is None  # line 0 missing: no partial list
     assert parse_classification(np.array([b"1.0:3"], dtype=object), None) is None
+
+
+def seg_config(max_batch_size: int, dims: list[int], data_type: str = "TYPE_FP32") -> dict[str, Any]:
+    params = {"task": "segment", "segment_kind": "instance", "head": "yolo_seg", "input_size": "320,256",
+              "resize": "letterbox", "mean": "0,0,0", "std": "1,1,1",
+              "normalization": "gateway" if data_type == "TYPE_FP32" else "in_graph"}
+    return {"name": "m", "platform": "onnxruntime_onnx", "max_batch_size": max_batch_size,
+            "input": [{"name": "images", "data_type": data_type, "dims": dims}],
+            "output": [{"name": "output0", "data_type": "TYPE_FP32", "dims": [116, -1]},
+                       {"name": "output1", "data_type": "TYPE_FP32", "dims": [32, -1, -1]}],
+            "parameters": {k: {"string_value": v} for k, v in params.items()}}
+
+
+@pytest.mark.parametrize(("config", "shape"), [
+    (seg_config(4, [3, -1, -1]), [1, 3, 320, 256]),  # (height, width) = input_size, in the input's layout
+    (seg_config(4, [-1, -1, 3], "TYPE_UINT8"), [1, 320, 256, 3]),
+    (seg_config(0, [-1, 3, -1, -1]), [1, 3, 320, 256]),  # no batching, a dynamic first axis: one item
+    (seg_config(0, [3, -1, -1]), [3, 320, 256]),  # no batch axis at all
+    (seg_config(4, [3, 320, 256]), [1, 3, 320, 256]),  # static dims are kept as they are
+])
+def test_the_label_probe_is_sent_at_the_network_input_size(config: dict[str, Any], shape: list[int]) -> None:
+    assert probe_shape(spec_from_config(config)) == shape
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
