@@ -22,11 +22,13 @@ import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
+from ..autocomplete import GraphInfo, read_graph
 from ..deadlines import remaining_s
 from ..errors import (
     BackendError,
@@ -182,6 +184,14 @@ def probe_shape(spec: ModelSpec) -> list[int] | None:
     return filled if min(filled) >= 1 else None
 
 
+def _read_graph(path: Path) -> GraphInfo | None:
+    try:
+        return read_graph(path)
+    except ConfigError as exc:
+        logger.warning("%s; its metadata is not used", exc)
+        return None
+
+
 def _duration(raw: Any) -> Duration:
     raw = raw or {}
     return Duration(int(raw.get("count", 0)), int(raw.get("ns", 0)))
@@ -231,6 +241,7 @@ class TritonBackend:
         self._specs: dict[str, ModelSpec] = {}  # models Triton reports READY
         self._known: set[str] = set()  # every model Triton has listed (404 vs not ready)
         self._labels: dict[str, tuple[str, ...] | None] = {}
+        self._graphs: dict[Path, tuple[int, asyncio.Future[GraphInfo | None]]] = {}  # by file, with its mtime
         self._server_up = False
         self._poller: asyncio.Task[None] | None = None
         self._in_flight = 0
@@ -260,6 +271,8 @@ class TritonBackend:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._settings.drain_timeout_s):
                 await self._idle.wait()
+        for _, reading in self._graphs.values():
+            reading.cancel()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -297,20 +310,22 @@ class TritonBackend:
                         self._set_down("Triton answers but is not ready")
                         return
                     index = await self._client.repository_index(timeout)
-                    ready: dict[str, list[int]] = {}
-                    for entry in index:
-                        name = str(entry["name"])
-                        self._known.add(name)
-                        if entry.get("state") == "READY" and str(entry.get("version", "")).isdigit():
-                            ready.setdefault(name, []).append(int(entry["version"]))
-                    specs = {}
-                    for name, versions in ready.items():
-                        try:
-                            spec = await self._spec(name, tuple(sorted(versions)), timeout)
-                        except (ModelNotFound, ModelNotReady):  # unloaded since the index was read
-                            continue
-                        if spec is not None:
-                            specs[name] = spec
+                ready: dict[str, list[int]] = {}
+                for entry in index:
+                    name = str(entry["name"])
+                    self._known.add(name)
+                    if entry.get("state") == "READY" and str(entry.get("version", "")).isdigit():
+                        ready.setdefault(name, []).append(int(entry["version"]))
+                # a new model's discovery (config, label probe, graph) has a request's timeout, not the poll's:
+                # ranking a whole segmentation output for its labels must not make a healthy Triton look down
+                found = await asyncio.gather(*(self._discover(name, tuple(sorted(versions)))
+                                               for name, versions in ready.items()), return_exceptions=True)
+                specs = {}
+                for result in found:  # every discovery has ended: none is left running on a failure
+                    if isinstance(result, BaseException):
+                        raise result
+                    if result is not None:
+                        specs[result.name] = result
         except VisionGateError as exc:
             self._set_down(exc.message)
             return
@@ -323,6 +338,15 @@ class TritonBackend:
             logger.warning("Triton at %s went away: %s", self._settings.triton_url, why)
         self._server_up = False
 
+    async def _discover(self, name: str, versions: tuple[int, ...]) -> ModelSpec | None:
+        timeout = self._settings.triton_timeout_s
+        try:
+            with triton_errors(name, self._retry_after_s):
+                async with asyncio.timeout(timeout):
+                    return await self._spec(name, versions, timeout)
+        except (ModelNotFound, ModelNotReady):  # unloaded since the index was read
+            return None
+
     async def _spec(self, name: str, versions: tuple[int, ...], timeout: float) -> ModelSpec | None:
         current = self._specs.get(name)
         if current is not None and current.versions == versions:
@@ -332,8 +356,9 @@ class TritonBackend:
             config = await self._client.model_config(name, timeout)
         if not config.get("platform"):  # python/custom backends name a backend, not a platform
             config["platform"] = config.get("backend", "")
+        graph = await self._graph(name, versions[-1], config) if versions else None
         try:
-            spec = spec_from_config(config, versions=versions)
+            spec = spec_from_config(config, versions=versions, graph=graph)
         except ConfigError as exc:
             if self.load_errors.get(name) != str(exc):
                 logger.error("cannot serve Triton model %s: %s", name, exc)
@@ -343,7 +368,25 @@ class TritonBackend:
         if name not in self._labels:
             self._labels[name] = await self._find_labels(spec, config, timeout)
         labels = self._labels[name]
-        return spec if labels is None else spec_from_config(config, labels=labels, versions=versions)
+        return spec if labels is None else spec_from_config(config, labels=labels, versions=versions, graph=graph)
+
+    async def _graph(self, name: str, version: int, config: dict[str, Any]) -> GraphInfo | None:
+        """The served version's ONNX graph, when the gateway sees the repository (compose and Kubernetes mount
+        it). Its metadata completes the parameters as on the embedded runtime (an Ultralytics export's task,
+        head, input size and labels), so a bare ``model.onnx`` that Triton auto-completes without them is
+        served alike. Read once per file, off the event loop; a read cut short by the timeout goes on for the
+        next poll."""
+        filename = str(config.get("default_model_filename") or "")
+        path = self._settings.repository / name / str(version) / (filename if filename.endswith(".onnx")
+                                                                   else "model.onnx")
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            return None
+        cached = self._graphs.get(path)
+        if cached is None or cached[0] != stamp:
+            cached = self._graphs[path] = (stamp, asyncio.ensure_future(asyncio.to_thread(_read_graph, path)))
+        return await asyncio.shield(cached[1])
 
     async def _find_labels(self, spec: ModelSpec, config: dict[str, Any],
                            timeout: float) -> tuple[str, ...] | None:
