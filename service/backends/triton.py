@@ -9,8 +9,14 @@ itself when Triton comes back.
 
 Labels: Triton does not serve label files. The gateway reads ``<repository>/<model>/<label_filename>``
 when it can see the repository (compose and Kubernetes mount it into both containers); otherwise it
-asks Triton's classification extension once, for every class of a dummy input, and keeps the
-"score:index:label" strings' labels.
+asks Triton's classification extension once, for every entry of one dummy item (sent at the network's
+input size), and keeps the "score:index:label" strings' labels. Triton ranks the item's flattened
+output, so for a segmenter's ``[C, -1, -1]`` every entry must come back for lines 0..C-1 to be among
+them: done up to ``triton_label_probe_max_entries``.
+
+When the repository is visible, the served version's ``model.onnx`` is also read (once, off the event
+loop) for its metadata, as the embedded runtime does: a bare ONNX file that Triton auto-completes
+without visiongate's parameters gets the same task, head, input size and labels on both backends.
 """
 
 from __future__ import annotations
@@ -182,6 +188,10 @@ def probe_shape(spec: ModelSpec) -> list[int] | None:
     image = [prep.channels, height, width] if prep.layout == "NCHW" else [height, width, prep.channels]
     filled = [*dims[:-3], *(d if d > 0 else k for d, k in zip(dims[-3:], image, strict=True))]
     return filled if min(filled) >= 1 else None
+
+
+#: Triton platforms/backends whose model is a version folder's ONNX file (python: a model.py running it)
+GRAPH_BACKENDS = frozenset({"onnxruntime_onnx", "onnxruntime", "python"})
 
 
 def _read_graph(path: Path) -> GraphInfo | None:
@@ -376,6 +386,8 @@ class TritonBackend:
         head, input size and labels), so a bare ``model.onnx`` that Triton auto-completes without them is
         served alike. Read once per file, off the event loop; a read cut short by the timeout goes on for the
         next poll."""
+        if {config.get("platform"), config.get("backend")}.isdisjoint(GRAPH_BACKENDS):
+            return None  # a TensorRT plan or a TorchScript file is no ONNX graph, whatever lies beside it
         filename = str(config.get("default_model_filename") or "")
         path = self._settings.repository / name / str(version) / (filename if filename.endswith(".onnx")
                                                                    else "model.onnx")
