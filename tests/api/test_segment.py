@@ -59,9 +59,10 @@ def test_the_astronaut_is_segmented_like_the_reference_mask(gw: str) -> None:
     assert body["image"] == {"width": 512, "height": 512}
     person = class_map(body) == 1
     assert person.shape == (512, 512)
-    # The selfie model keeps what a person holds with the person: the reference is her outline
-    # plus the helmet in her arm (both drawn by eye, tests/data). Against her alone IoU is 0.74.
-    assert iou(person, reference("person") | reference("helmet")) >= 0.8
+    # The reference is her outline, drawn by eye (tests/data). The selfie model alone also marks the
+    # helmet she holds (IoU 0.74 against her, 0.95 against her and the helmet); its person gate
+    # (NanoDet's person box, test_segment_presence.py) cuts the helmet where it leaves her box.
+    assert iou(person, reference("person")) >= 0.8
     assert (person & reference("person")).sum() / reference("person").sum() >= 0.95
     fractions = {c["label"]: c["fraction"] for c in body["classes"]}
     assert fractions["person"] == pytest.approx(person.mean(), abs=1e-6)
@@ -93,7 +94,7 @@ def test_a_non_square_photo_is_letterboxed_and_mapped_back(gw: str) -> None:
     person = class_map(body) == 1
     assert person.shape == (512, 704)
     assert person[:, :80].mean() < 0.02 and person[:, 624:].mean() < 0.02
-    assert iou(person[:, 96:608], reference("person") | reference("helmet")) >= 0.8
+    assert iou(person[:, 96:608], reference("person")) >= 0.8
 
 
 @pytest.mark.parametrize("size", [(1, 1), (3, 2), (17, 5)])

@@ -181,3 +181,18 @@ def test_overlay_paints_masks_and_a_legend() -> None:
 def test_png_holds_class_ids() -> None:
     ids = rng.integers(0, 21, (30, 40)).astype(np.uint8)
     assert (vm.read_png(vm.png_bytes(ids)) == ids).all()
+
+
+def test_inside_boxes_covers_each_box_grown_by_its_margin_and_clipped() -> None:
+    keep = vm.inside_boxes((20, 10), np.array([[2, 2, 6, 4], [15, 5, 25, 12]], np.float32), margin=0.5)
+    # box 1 is 4x2: grown by 2 px left/right and 1 px up/down, to columns 0..7 and rows 1..4
+    assert keep[1:5, 0:8].all() and not keep[0].any() and not keep[:, 8:10].any() and not keep[5:, :8].any()
+    assert keep[1:, 10:].all()  # box 2 (10x7, grown 5 px and 3.5 px) runs off the image and is clipped
+    assert not vm.inside_boxes((20, 10), np.zeros((0, 4), np.float32)).any()
+
+
+def test_gate_class_moves_only_that_class_outside_the_allowed_pixels_to_background() -> None:
+    ids = np.array([[1, 1, 2], [1, 2, 2]], np.uint8)
+    allowed = np.array([[True, False, False], [False, False, False]])
+    vm.gate_class(ids, 1, allowed, background=0)
+    assert ids.tolist() == [[1, 0, 2], [0, 2, 2]]
