@@ -231,3 +231,9 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_path_is_none(cls, value: object) -> object:
         return None if value in ("", "null", "None") else value
+
+    # --- triton segmentation ---
+    triton_label_probe_max_entries: int = Field(
+        1_048_576, ge=1, description="labels of a model with a dynamic output (a segmenter's [C, -1, -1]) whose "
+        "label file the gateway cannot see are read from Triton's classification extension only when one "
+        "item's output has at most this many entries (all of them are ranked and sent once, at discovery)")

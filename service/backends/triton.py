@@ -9,8 +9,14 @@ itself when Triton comes back.
 
 Labels: Triton does not serve label files. The gateway reads ``<repository>/<model>/<label_filename>``
 when it can see the repository (compose and Kubernetes mount it into both containers); otherwise it
-asks Triton's classification extension once, for every class of a dummy input, and keeps the
-"score:index:label" strings' labels.
+asks Triton's classification extension once, for every entry of one dummy item (sent at the network's
+input size), and keeps the "score:index:label" strings' labels. Triton ranks the item's flattened
+output, so for a segmenter's ``[C, -1, -1]`` every entry must come back for lines 0..C-1 to be among
+them: done up to ``triton_label_probe_max_entries``.
+
+When the repository is visible, the served version's ``model.onnx`` is also read (once, off the event
+loop) for its metadata, as the embedded runtime does: a bare ONNX file that Triton auto-completes
+without visiongate's parameters gets the same task, head, input size and labels on both backends.
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
+from ..autocomplete import GraphInfo, read_graph
 from ..deadlines import remaining_s
 from ..errors import (
     BackendError,
@@ -145,16 +153,53 @@ def triton_errors(model: str | None = None, retry_after_s: float = 1.0) -> Itera
                                  retry_after_s=retry_after_s) from exc
 
 
-def parse_classification(entries: np.ndarray, num_classes: int) -> tuple[str, ...] | None:
-    """Labels from Triton classification strings ``b"score:index:label"`` (labels may hold ':')."""
+def parse_classification(entries: np.ndarray, num_classes: int | None) -> tuple[str, ...] | None:
+    """Labels from Triton classification strings ``b"score:index:label"`` (labels may hold ':').
+
+    ``num_classes=None``: every labelled entry, which must be indices 0..n-1 (Triton writes an entry past
+    the end of the label file as ``b"score:index"``).
+    """
     labels: dict[int, str] = {}
     for raw in entries.reshape(-1):
         parts = (raw.decode() if isinstance(raw, bytes) else str(raw)).split(":", 2)
-        if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) < num_classes:
+        if len(parts) == 3 and parts[1].isdigit() and (num_classes is None or int(parts[1]) < num_classes):
             labels[int(parts[1])] = parts[2]
-    if len(labels) < num_classes:
+    count = len(labels) if num_classes is None else num_classes
+    if count == 0 or any(i not in labels for i in range(count)):
         return None
-    return tuple(labels[i] for i in range(num_classes))
+    return tuple(labels[i] for i in range(count))
+
+
+def probe_shape(spec: ModelSpec) -> list[int] | None:
+    """The shape of a one-item request to ``spec``'s first input: dynamic image dims are the network's
+    input size from the preprocessing parameters (what the gateway sends), a dynamic batch axis is 1;
+    None when a dim stays unknown."""
+    dims = [int(d) for d in spec.input.dims]
+    if spec.max_batch_size > 0:
+        dims = [1, *dims]
+    elif len(dims) == 4 and dims[0] < 1:
+        dims[0] = 1
+    if min(dims, default=0) >= 1:
+        return dims
+    prep = spec.preprocess
+    if prep.input_size is None or len(dims) not in (3, 4):
+        return None
+    height, width = prep.input_size
+    image = [prep.channels, height, width] if prep.layout == "NCHW" else [height, width, prep.channels]
+    filled = [*dims[:-3], *(d if d > 0 else k for d, k in zip(dims[-3:], image, strict=True))]
+    return filled if min(filled) >= 1 else None
+
+
+#: Triton platforms/backends whose model is a version folder's ONNX file (python: a model.py running it)
+GRAPH_BACKENDS = frozenset({"onnxruntime_onnx", "onnxruntime", "python"})
+
+
+def _read_graph(path: Path) -> GraphInfo | None:
+    try:
+        return read_graph(path)
+    except ConfigError as exc:
+        logger.warning("%s; its metadata is not used", exc)
+        return None
 
 
 def _duration(raw: Any) -> Duration:
@@ -206,6 +251,7 @@ class TritonBackend:
         self._specs: dict[str, ModelSpec] = {}  # models Triton reports READY
         self._known: set[str] = set()  # every model Triton has listed (404 vs not ready)
         self._labels: dict[str, tuple[str, ...] | None] = {}
+        self._graphs: dict[Path, tuple[int, asyncio.Future[GraphInfo | None]]] = {}  # by file, with its mtime
         self._server_up = False
         self._poller: asyncio.Task[None] | None = None
         self._in_flight = 0
@@ -235,6 +281,8 @@ class TritonBackend:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._settings.drain_timeout_s):
                 await self._idle.wait()
+        for _, reading in self._graphs.values():
+            reading.cancel()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -272,20 +320,22 @@ class TritonBackend:
                         self._set_down("Triton answers but is not ready")
                         return
                     index = await self._client.repository_index(timeout)
-                    ready: dict[str, list[int]] = {}
-                    for entry in index:
-                        name = str(entry["name"])
-                        self._known.add(name)
-                        if entry.get("state") == "READY" and str(entry.get("version", "")).isdigit():
-                            ready.setdefault(name, []).append(int(entry["version"]))
-                    specs = {}
-                    for name, versions in ready.items():
-                        try:
-                            spec = await self._spec(name, tuple(sorted(versions)), timeout)
-                        except (ModelNotFound, ModelNotReady):  # unloaded since the index was read
-                            continue
-                        if spec is not None:
-                            specs[name] = spec
+                ready: dict[str, list[int]] = {}
+                for entry in index:
+                    name = str(entry["name"])
+                    self._known.add(name)
+                    if entry.get("state") == "READY" and str(entry.get("version", "")).isdigit():
+                        ready.setdefault(name, []).append(int(entry["version"]))
+                # a new model's discovery (config, label probe, graph) has a request's timeout, not the poll's:
+                # ranking a whole segmentation output for its labels must not make a healthy Triton look down
+                found = await asyncio.gather(*(self._discover(name, tuple(sorted(versions)))
+                                               for name, versions in ready.items()), return_exceptions=True)
+                specs = {}
+                for result in found:  # every discovery has ended: none is left running on a failure
+                    if isinstance(result, BaseException):
+                        raise result
+                    if result is not None:
+                        specs[result.name] = result
         except VisionGateError as exc:
             self._set_down(exc.message)
             return
@@ -298,6 +348,15 @@ class TritonBackend:
             logger.warning("Triton at %s went away: %s", self._settings.triton_url, why)
         self._server_up = False
 
+    async def _discover(self, name: str, versions: tuple[int, ...]) -> ModelSpec | None:
+        timeout = self._settings.triton_timeout_s
+        try:
+            with triton_errors(name, self._retry_after_s):
+                async with asyncio.timeout(timeout):
+                    return await self._spec(name, versions, timeout)
+        except (ModelNotFound, ModelNotReady):  # unloaded since the index was read
+            return None
+
     async def _spec(self, name: str, versions: tuple[int, ...], timeout: float) -> ModelSpec | None:
         current = self._specs.get(name)
         if current is not None and current.versions == versions:
@@ -307,8 +366,9 @@ class TritonBackend:
             config = await self._client.model_config(name, timeout)
         if not config.get("platform"):  # python/custom backends name a backend, not a platform
             config["platform"] = config.get("backend", "")
+        graph = await self._graph(name, versions[-1], config) if versions else None
         try:
-            spec = spec_from_config(config, versions=versions)
+            spec = spec_from_config(config, versions=versions, graph=graph)
         except ConfigError as exc:
             if self.load_errors.get(name) != str(exc):
                 logger.error("cannot serve Triton model %s: %s", name, exc)
@@ -318,7 +378,27 @@ class TritonBackend:
         if name not in self._labels:
             self._labels[name] = await self._find_labels(spec, config, timeout)
         labels = self._labels[name]
-        return spec if labels is None else spec_from_config(config, labels=labels, versions=versions)
+        return spec if labels is None else spec_from_config(config, labels=labels, versions=versions, graph=graph)
+
+    async def _graph(self, name: str, version: int, config: dict[str, Any]) -> GraphInfo | None:
+        """The served version's ONNX graph, when the gateway sees the repository (compose and Kubernetes mount
+        it). Its metadata completes the parameters as on the embedded runtime (an Ultralytics export's task,
+        head, input size and labels), so a bare ``model.onnx`` that Triton auto-completes without them is
+        served alike. Read once per file, off the event loop; a read cut short by the timeout goes on for the
+        next poll."""
+        if {config.get("platform"), config.get("backend")}.isdisjoint(GRAPH_BACKENDS):
+            return None  # a TensorRT plan or a TorchScript file is no ONNX graph, whatever lies beside it
+        filename = str(config.get("default_model_filename") or "")
+        path = self._settings.repository / name / str(version) / (filename if filename.endswith(".onnx")
+                                                                   else "model.onnx")
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            return None
+        cached = self._graphs.get(path)
+        if cached is None or cached[0] != stamp:
+            cached = self._graphs[path] = (stamp, asyncio.ensure_future(asyncio.to_thread(_read_graph, path)))
+        return await asyncio.shield(cached[1])
 
     async def _find_labels(self, spec: ModelSpec, config: dict[str, Any],
                            timeout: float) -> tuple[str, ...] | None:
@@ -329,23 +409,36 @@ class TritonBackend:
         if path.is_file():
             return read_labels(path)
         dims = [int(d) for d in labelled.get("dims", ())]
-        shape = [int(d) for d in spec.input.dims]
-        if not dims or min(dims) < 1 or min(shape) < 1:
-            logger.warning("labels of %s: %s is not visible and the shapes are dynamic; "
+        shape = probe_shape(spec)
+        if not dims or shape is None:
+            logger.warning("labels of %s: %s is not visible and the input shape is dynamic; "
                            "answers will carry class ids", spec.name, path)
             return None
-        # ask Triton for every entry of one dummy item: the first dims[-1] indices are the classes
-        dummy = np.zeros([1, *shape] if spec.max_batch_size > 0 else shape, dtype=spec.input.dtype)
+        output = str(labelled["name"])
+        limit = self._settings.triton_label_probe_max_entries
+        if min(dims) >= 1:  # ask for every entry of one dummy item: the first dims[-1] indices are the classes
+            count, classes = math.prod(dims), dims[-1]
+        else:
+            # A dynamic output (a segmenter's [C, -1, -1]): Triton ranks the item's flattened entries and names
+            # entry k after label line k, so lines 0..C-1 come back only if every entry does. One more than the
+            # limit is asked for: an answer that long says the item has more entries than the limit.
+            count, classes = limit + 1, None
+        dummy = np.zeros(shape, dtype=spec.input.dtype)
         assert self._client is not None
         try:
             with triton_errors(spec.name, self._retry_after_s):
-                result = await self._client.infer(spec.name, {spec.input.name: dummy}, [str(labelled["name"])],
-                                                  None, timeout, class_count=math.prod(dims))
+                result = await self._client.infer(spec.name, {spec.input.name: dummy}, [output],
+                                                  None, timeout, class_count=count)
         except (BadRequest, BackendError) as exc:
             logger.warning("labels of %s: not visible at %s and Triton would not classify: %s",
                            spec.name, path, exc.message)
             return None
-        labels = parse_classification(result[str(labelled["name"])], dims[-1])
+        if classes is None and result[output].shape[-1] > limit:
+            logger.warning("labels of %s: not visible at %s and its output has more than %d entries to rank "
+                           "(VISIONGATE_TRITON_LABEL_PROBE_MAX_ENTRIES); answers will carry class ids",
+                           spec.name, path, limit)
+            return None
+        labels = parse_classification(result[output], classes)
         logger.info("labels of %s: read from Triton's classification extension (%s not visible)",
                     spec.name, path)
         return labels
