@@ -184,19 +184,25 @@ class InferenceService:
             raise WrongTask(f"no loaded model does {task}", models=[])
         return names[0]
 
-    def _job(self, data: bytes, spec: ModelSpec, out: list[Prepared], full: bool = False) -> Job:
-        """One image's decode + preprocess, run where the backend chooses; keeps the placement."""
+    def _job(self, data: bytes, spec: ModelSpec, out: list[Prepared], full: bool = False,
+             check: Callable[[Prepared], None] | None = None) -> Job:
+        """One image's decode + preprocess, run where the backend chooses; keeps the placement.
+        ``check`` may refuse the decoded image (raise) before the model runs."""
 
         def job() -> Tensors:
             p = (prepare_full if full else prepare)(data, spec, self.settings)
+            if check is not None:
+                check(p)
             out.append(p)
             return {spec.input.name: p.tensor[None]}
 
         return job
 
     async def prepare_and_run(self, spec: ModelSpec, images: list[bytes], version: int | None,
-                              full: bool = False) -> tuple[list[Prepared], Tensors, int]:
-        """Admit ``images`` as one request (all or none), decode, preprocess and run them.
+                              full: bool = False, check: Callable[[Prepared], None] | None = None,
+                              ) -> tuple[list[Prepared], Tensors, int]:
+        """Admit ``images`` as one request (all or none), decode, preprocess and run them; ``check``
+        sees each decoded image and may refuse it before the model runs.
 
         Returns the prepared images, the outputs with the batch axis in image order, and the
         version that answered. Where decoding runs is the backend's choice (``infer_prepared``):
@@ -211,10 +217,13 @@ class InferenceService:
             if self.settings.decode_on_inference_threads or n == 1:
                 holders: list[list[Prepared]] = [[] for _ in images]
                 outs = await self.backend.infer_prepared(
-                    ticket, [self._job(d, spec, holders[i], full) for i, d in enumerate(images)])
+                    ticket, [self._job(d, spec, holders[i], full, check) for i, d in enumerate(images)])
                 prepared, outputs = [h[0] for h in holders], concat_outputs(outs)
             else:
                 prepared = await self.prepare_many(images, spec)
+                if check is not None:
+                    for p in prepared:
+                        check(p)
                 batch = np.stack([p.tensor for p in prepared])
                 outputs = await self.backend.infer(ticket, {spec.input.name: batch})
         note(model=spec.name, version=ticket.version, images=n,

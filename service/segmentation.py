@@ -22,6 +22,7 @@ person where the detector sees none. Both models run on the request concurrently
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,7 +30,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from .errors import BackendError, InvalidArgument, ModelNotReady, NotFound, OutputTooLarge, WrongTask
-from .inference import MAX_DETECTIONS, DetectOptions, InferenceService, Prepared, image_size
+from .inference import MAX_DETECTIONS, DetectOptions, InferenceService, Prepared
 from .repository import ModelSpec
 from .schemas import Detection, DetectResult, ImageSize
 from .vision import detection as vdet
@@ -228,11 +229,13 @@ class Segmenter:
                 limit=limit,
             )
 
-    async def _sizes(self, images: list[bytes], spec: ModelSpec, options: SegmentOptions) -> None:
-        loop = asyncio.get_running_loop()
-        for data in images:
-            w, h = await loop.run_in_executor(self.service.executor, image_size, data, self.settings)
-            self._check_size(w, h, options, spec)
+    def _size_check(self, spec: ModelSpec, options: SegmentOptions) -> Callable[[Prepared], None]:
+        """Refuses a decoded image whose answer would pass the mask limit, before the model runs."""
+
+        def check(p: Prepared) -> None:
+            self._check_size(*p.placement.original_size, options, spec)
+
+        return check
 
     # --- postprocessing ----------------------------------------------------------------------
 
@@ -412,17 +415,23 @@ class Segmenter:
         spec = self.model_for(model)
         self._check(spec, options)
         gate = PresenceGate.of(spec)
-        await self._sizes(images, spec, options)
-        (prepared, outputs, used), presence = await self._run(spec, images, version, gate, full=False)
+        check = self._size_check(spec, options)
+        (prepared, outputs, used), presence = await self._run(spec, images, version, gate, check, full=False)
         return await self.service.run_blocking(self.postprocess, spec, prepared, outputs, options, used, presence)
 
     async def _run(
-        self, spec: ModelSpec, images: list[bytes], version: int | None, gate: PresenceGate | None, full: bool
+        self,
+        spec: ModelSpec,
+        images: list[bytes],
+        version: int | None,
+        gate: PresenceGate | None,
+        check: Callable[[Prepared], None],
+        full: bool,
     ) -> tuple[tuple[list[Prepared], dict[str, np.ndarray], int], tuple[PresenceGate, list[DetectResult]] | None]:
         """The segmenter's run and, for a gated model, its detector's, concurrently (a failure of
         either cancels the other; both admit the images under their own model)."""
         if gate is None:
-            return await self.service.prepare_and_run(spec, images, version, full=full), None
+            return await self.service.prepare_and_run(spec, images, version, full=full, check=check), None
         try:
             self.service.model_for(gate.model, "detect")
         except (NotFound, WrongTask) as exc:
@@ -439,7 +448,7 @@ class Segmenter:
             except InvalidArgument as exc:  # the detector lacks a gated label: the config's fault
                 raise BackendError(f"model {spec.name!r}: parameters.presence_classes: {exc}") from exc
 
-        tasks = (asyncio.ensure_future(self.service.prepare_and_run(spec, images, version, full=full)),
+        tasks = (asyncio.ensure_future(self.service.prepare_and_run(spec, images, version, full=full, check=check)),
                  asyncio.ensure_future(detect()))
         try:
             run, found = await asyncio.gather(*tasks)
@@ -471,9 +480,9 @@ class Segmenter:
         spec = self.model_for(model)
         self._check(spec, options)
         gate = PresenceGate.of(spec)
-        await self._sizes([image], spec, options)
+        check = self._size_check(spec, options)
         loop = asyncio.get_running_loop()
-        ((prepared,), outputs, used), presence = await self._run(spec, [image], version, gate, full=True)
+        ((prepared,), outputs, used), presence = await self._run(spec, [image], version, gate, check, full=True)
 
         def render() -> tuple[SegmentResult, bytes]:
             (seg,) = self.postprocess(spec, [prepared], outputs, options, used, presence)
