@@ -37,24 +37,11 @@ class SegCase:
 
 def yolov8_seg_case(out: Path) -> SegCase:
     import torch
-    from ultralytics.models import YOLO
     from ultralytics.utils.nms import non_max_suppression
     from ultralytics.utils.ops import process_mask
-    from vision.head_graphs import _exporting, _run, calibrate_batchnorm, photo_batch, threshold_for
+    from vision.head_graphs import threshold_for, yolov8_seg_graph
 
-    torch.manual_seed(0)
-    yolo: Any = YOLO("yolov8n-seg.yaml")
-    pixels = photo_batch(SIZE)
-    batch = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
-    calibrate_batchnorm(yolo.model, batch)
-    for branch in yolo.model.model[-1].cv3:
-        last: Any = [m for m in branch.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-        torch.nn.init.normal_(last.weight, std=0.05)
-        torch.nn.init.constant_(last.bias, -2.0)
-    with _exporting(out):
-        path = Path(yolo.export(format="onnx", imgsz=SIZE, dynamic=True, simplify=False, opset=17,
-                                verbose=False)).resolve()
-    raw, protos = _run(path, (pixels.transpose(0, 3, 1, 2) / 255).astype(np.float32))
+    path, pixels, (raw, protos) = yolov8_seg_graph(out, SIZE)
     score = threshold_for(raw[:, 4:84].max(axis=1), 300)
     found = non_max_suppression(torch.from_numpy(raw), score, IOU, max_det=100, nc=80)
     reference = []

@@ -8,7 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from triton_server import TritonInstall, TritonNotInstalled, TritonServer, find_install, python_repository
+from triton_server import (
+    TritonInstall,
+    TritonNotInstalled,
+    TritonServer,
+    find_install,
+    python_repository,
+    running_triton,
+)
 
 
 @pytest.fixture(scope="session")
@@ -33,12 +40,7 @@ def triton_repository(triton_install: TritonInstall, repository: Path,
 def triton(triton_install: TritonInstall, triton_repository: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     """One running Triton for the session, shared by the tests that leave it alone."""
-    server = TritonServer(triton_repository, tmp_path_factory.mktemp("triton-run"), triton_install)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running_triton(triton_repository, tmp_path_factory.mktemp("triton-run"), triton_install)
 
 
 @pytest.fixture

@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from triton_server import TritonInstall, TritonServer, python_repository
+from triton_server import TritonInstall, TritonServer, python_repository, running_triton
 
 from support import encode, photo, running_gateway
 
@@ -35,22 +34,9 @@ SIZE = 320
 
 def yolov8_seg_onnx(out: Path) -> tuple[Path, float]:
     """The exported graph and a score threshold that lets a few hundred candidates of each photo pass."""
-    import torch
-    from ultralytics.models import YOLO
-    from vision.head_graphs import _exporting, _run, calibrate_batchnorm, photo_batch, threshold_for
+    from vision.head_graphs import threshold_for, yolov8_seg_graph
 
-    torch.manual_seed(0)
-    yolo: Any = YOLO("yolov8n-seg.yaml")
-    pixels = photo_batch(SIZE)
-    calibrate_batchnorm(yolo.model, torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255)
-    for branch in yolo.model.model[-1].cv3:
-        last: Any = [m for m in branch.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-        torch.nn.init.normal_(last.weight, std=0.05)
-        torch.nn.init.constant_(last.bias, -2.0)
-    with _exporting(out):
-        path = Path(yolo.export(format="onnx", imgsz=SIZE, dynamic=True, simplify=False, opset=17,
-                                verbose=False)).resolve()
-    raw = _run(path, (pixels.transpose(0, 3, 1, 2) / 255).astype(np.float32))[0]
+    path, _, (raw, _) = yolov8_seg_graph(out, SIZE)
     return path, threshold_for(raw[:, 4:84].max(axis=1), 300)
 
 
@@ -95,12 +81,7 @@ def yolo_triton(triton_install: TritonInstall, built: tuple[Path, float],
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     work = tmp_path_factory.mktemp("triton-yoloseg-run")
     assert python_repository(built[0], work / "repo", [MODEL, AUTO]) == [MODEL, AUTO]
-    server = TritonServer(work / "repo", work, triton_install)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running_triton(work / "repo", work, triton_install)
 
 
 @pytest.fixture(scope="module")

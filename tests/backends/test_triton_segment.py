@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from segment_models import GATE, SELFIE, segment_repository
-from triton_server import TritonInstall, TritonServer, python_repository
+from triton_server import TritonInstall, TritonServer, python_repository, running_triton
 
 from support import encode, photo, running_gateway
 from visiongate.service.backends.triton import TritonBackend, parse_classification, probe_shape
@@ -46,12 +46,7 @@ def seg_triton(triton_install: TritonInstall, seg_repo: Path,
     work = tmp_path_factory.mktemp("triton-segment-run")
     # the selfie model's person pixels are gated by a detector's person boxes (parameters.presence_model)
     assert python_repository(seg_repo, work / "repo", [SELFIE, GATE]) == sorted([SELFIE, GATE])
-    server = TritonServer(work / "repo", work, triton_install)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running_triton(work / "repo", work, triton_install)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,3 +258,13 @@ class TritonServer:
         if not self.log_path.is_file():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def running_triton(repository: Path, work: Path, install: TritonInstall) -> Iterator[TritonServer]:
+    """A generator for fixtures: yields a started ``TritonServer`` over ``repository``, stops it afterwards."""
+    server = TritonServer(repository, work, install)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

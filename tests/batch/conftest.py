@@ -80,9 +80,4 @@ def triton_classifier(repository: Path, tmp_path_factory: pytest.TempPathFactory
         pytest.skip(str(exc))
     work = tmp_path_factory.mktemp("batch-triton")
     helpers.python_repository(repository, work / "repo", models=["efficientnet_lite0"])
-    server = helpers.TritonServer(work / "repo", work, install)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from helpers.running_triton(work / "repo", work, install)

@@ -130,6 +130,27 @@ def _run(onnx: Path, inputs: np.ndarray) -> list[np.ndarray]:
 
 # ---- ultralytics --------------------------------------------------------------------------------
 
+def yolov8_seg_graph(out: Path, size: int) -> tuple[Path, np.ndarray, list[np.ndarray]]:
+    """A YOLOv8n-seg with random weights whose scores spread (BatchNorm calibrated on photos, class
+    biases reset), exported by Ultralytics with dynamic axes: (the ONNX file, the letterboxed photos it
+    was run on ``[N, size, size, 3]``, its raw outputs on them)."""
+    import torch
+    from ultralytics.models import YOLO
+
+    torch.manual_seed(0)
+    yolo: Any = YOLO("yolov8n-seg.yaml")
+    pixels = photo_batch(size)
+    calibrate_batchnorm(yolo.model, torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255)
+    for branch in yolo.model.model[-1].cv3:
+        last: Any = [m for m in branch.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        torch.nn.init.normal_(last.weight, std=0.05)
+        torch.nn.init.constant_(last.bias, -2.0)
+    with _exporting(out):
+        path = Path(yolo.export(format="onnx", imgsz=size, dynamic=True, simplify=False, opset=17,
+                                verbose=False)).resolve()
+    return path, pixels, _run(path, (pixels.transpose(0, 3, 1, 2) / 255).astype(np.float32))
+
+
 def ultralytics_case(yaml: str, out: Path, head: str, size: int = 320, **export: Any) -> Case:
     """``YOLO(yaml)`` exported by Ultralytics (``nms=False``: the NMS-free head, [N, 300, 6]; ``nms=True``:
     NMS inside the graph at the ``conf``/``iou`` given, also [N, 300, 6])."""
