@@ -196,3 +196,10 @@ def test_gate_class_moves_only_that_class_outside_the_allowed_pixels_to_backgrou
     allowed = np.array([[True, False, False], [False, False, False]])
     vm.gate_class(ids, 1, allowed, background=0)
     assert ids.tolist() == [[1, 0, 2], [0, 2, 2]]
+
+
+@pytest.mark.parametrize("classes", [2, 16, 40])
+def test_class_fractions_count_each_class_share(classes: int) -> None:
+    ids = rng.integers(0, classes, (37, 53)).astype(np.uint8)
+    expected = np.array([(ids == c).mean() for c in range(classes)])
+    np.testing.assert_allclose(vm.class_fractions(ids, classes), expected)
