@@ -156,16 +156,23 @@ def triton_errors(model: str | None = None, retry_after_s: float = 1.0) -> Itera
 def parse_classification(entries: np.ndarray, num_classes: int | None) -> tuple[str, ...] | None:
     """Labels from Triton classification strings ``b"score:index:label"`` (labels may hold ':').
 
-    ``num_classes=None``: every labelled entry, which must be indices 0..n-1 (Triton writes an entry past
-    the end of the label file as ``b"score:index"``).
+    ``num_classes=None``: every labelled entry, which must be indices 0..n-1, and only when an entry past
+    the end of the label file came back too (Triton writes it as ``b"score:index"``): an answer of fewer
+    entries than label lines (an instance model's per-detection class ids, few on a blank probe) would
+    otherwise pass for a shorter label file.
     """
     labels: dict[int, str] = {}
+    unlabelled: list[int] = []
     for raw in entries.reshape(-1):
         parts = (raw.decode() if isinstance(raw, bytes) else str(raw)).split(":", 2)
-        if len(parts) == 3 and parts[1].isdigit() and (num_classes is None or int(parts[1]) < num_classes):
+        if len(parts) == 2 and parts[1].isdigit():
+            unlabelled.append(int(parts[1]))
+        elif len(parts) == 3 and parts[1].isdigit() and (num_classes is None or int(parts[1]) < num_classes):
             labels[int(parts[1])] = parts[2]
     count = len(labels) if num_classes is None else num_classes
     if count == 0 or any(i not in labels for i in range(count)):
+        return None
+    if num_classes is None and not any(i >= count for i in unlabelled):
         return None
     return tuple(labels[i] for i in range(count))
 
@@ -439,6 +446,10 @@ class TritonBackend:
                            spec.name, path, limit)
             return None
         labels = parse_classification(result[output], classes)
+        if labels is None:
+            logger.warning("labels of %s: not visible at %s and Triton's classification of %s does not cover "
+                           "the whole label file; answers will carry class ids", spec.name, path, output)
+            return None
         logger.info("labels of %s: read from Triton's classification extension (%s not visible)",
                     spec.name, path)
         return labels
