@@ -69,6 +69,12 @@ def note(**fields: Any) -> None:
             record.extra[name] = value
 
 
+def unnoted() -> None:
+    """From here on, the current task's notes leave the request's line alone (a side run in a task of
+    its own, such as a presence gate's detector, must not overwrite the model that answered)."""
+    _record.set(None)
+
+
 def current_request_id() -> str | None:
     record = _record.get()
     return record.request_id if record else None

@@ -32,7 +32,9 @@ from pydantic import BaseModel, Field
 from .errors import BackendError, InvalidArgument, ModelNotReady, NotFound, OutputTooLarge, WrongTask
 from .inference import MAX_DETECTIONS, DetectOptions, InferenceService, Prepared
 from .repository import ModelSpec
+from .request_log import note, unnoted
 from .schemas import Detection, DetectResult, ImageSize
+from .security.ratelimit import uncharged
 from .vision import detection as vdet
 from .vision import masks as vmask
 from .vision import seg_heads as vseg
@@ -442,6 +444,8 @@ class Segmenter:
         wanted = ",".join(sorted(set(gate.classes.values())))
 
         async def detect() -> list[DetectResult]:
+            uncharged()  # the request's images were charged once, by the segmenter's run
+            unnoted()
             try:
                 return await self.service.detect(
                     images, gate.model, DetectOptions(score_threshold=gate.score_threshold, classes=wanted))
@@ -456,6 +460,7 @@ class Segmenter:
             for task in tasks:
                 task.cancel()
             raise
+        note(presence_model=gate.model, presence_boxes=sum(len(r.detections) for r in found))
         return run, (gate, found)
 
     async def segment(

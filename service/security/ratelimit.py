@@ -109,6 +109,12 @@ def unbind(token: object) -> None:
     _current.reset(token)  # type: ignore[arg-type]
 
 
+def uncharged() -> None:
+    """From here on, the current task's images count against no key: for work a request does on its
+    own behalf in a task of its own (a segmenter's presence gate), whose images were charged once."""
+    _current.set(None)
+
+
 def charge_images(n: int) -> None:
     """Count ``n`` images against the current request's key; ``RateLimited`` (429) past its limit."""
     quota = _current.get()

@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 from segment_models import GATE, SELFIE, segment_repository
 
-from support import encode, photo, running_gateway
+from support import GatewayProcess, encode, photo, running_gateway, wait_ready
+from visiongate.service.security.keys import make_entry, new_key, write_file
 
 #: copies of the selfie model whose gate is misconfigured, served beside the real one
 NO_DETECTOR = "selfie_gated_by_a_missing_model"
@@ -107,3 +108,24 @@ def test_v2_answers_the_segmenters_raw_scores_without_the_gate(gw: str) -> None:
     (scores,) = raw.json()["outputs"]
     person = np.asarray(scores["data"], np.float32).reshape(scores["shape"])[0, 1]
     assert (person > 0.5).mean() > 0.05
+
+
+def test_a_gated_request_charges_its_key_once_and_logs_the_segmenter(tmp_path: Path) -> None:
+    """The detector runs on the request's behalf: its images are not charged to the key again, and
+    the request's log line names the model that answered, with the gate beside it."""
+    repo = segment_repository(tmp_path)
+    key = new_key()
+    write_file(tmp_path / "keys.json", [make_entry("cam", key, ["infer"], images_per_min=3)])
+    server = GatewayProcess(repo, env={"VISIONGATE_API_KEYS_FILE": str(tmp_path / "keys.json"),
+                                       "VISIONGATE_LOG_LEVEL": "info"})
+    try:
+        wait_ready(server.url)
+        body, auth = encode(photo("coffee"), quality=92), {"Authorization": f"Bearer {key}"}
+        answers = [httpx.post(f"{server.url}/v1/segment", content=body, timeout=60,
+                              headers={"content-type": "image/jpeg", **auth}) for _ in range(4)]
+    finally:
+        log = server.stop()
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]  # 3 images a minute, each charged once
+    assert answers[0].json()["presence"]["model"] == GATE
+    lines = [line for line in log.splitlines() if "POST /v1/segment 200" in line]
+    assert len(lines) == 3 and all(f"model={SELFIE}" in line and f"presence_model={GATE}" in line for line in lines)
