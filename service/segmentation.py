@@ -113,16 +113,15 @@ class PresenceGate:
         if background is None:
             raise BackendError(f"model {spec.name!r}: parameters.presence_model needs a 'background' label "
                                f"for the pixels it takes away")
-        wanted = spec.param("presence_classes", "").strip()
-        pairs = [item.split("=", 1) if "=" in item else [item, item]
-                 for item in (w.strip() for w in wanted.split(",")) if item] \
-            if wanted else [[label, label] for i, label in enumerate(labels) if i != background]
+        items = [w.strip() for w in spec.param("presence_classes", "").split(",") if w.strip()]
+        pairs = [(ours.strip(), theirs.strip()) for ours, _, theirs in (i.partition("=") for i in items)] \
+            if items else [(label, "") for i, label in enumerate(labels) if i != background]
         classes = {}
-        for ours, theirs in pairs:
-            if ours.strip() not in labels:
-                raise BackendError(f"model {spec.name!r}: parameters.presence_classes names {ours.strip()!r}, "
+        for ours, theirs in pairs:  # "person" gates our person by their person; "person=human" renames
+            if ours not in labels:
+                raise BackendError(f"model {spec.name!r}: parameters.presence_classes names {ours!r}, "
                                    f"which is not one of its labels ({', '.join(labels)})")
-            classes[labels.index(ours.strip())] = theirs.strip()
+            classes[labels.index(ours)] = theirs or ours
         return PresenceGate(model, classes, background, spec.float_param("presence_score_threshold", 0.5),
                             spec.float_param("presence_margin", 0.1))
 
