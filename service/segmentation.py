@@ -438,7 +438,8 @@ class Segmenter:
         except (NotFound, WrongTask) as exc:
             raise ModelNotReady(
                 f"model {spec.name!r} is gated by the detector {gate.model!r} (parameters.presence_model): "
-                f"{exc}", retry_after_s=5
+                f"{exc}; load that detector, or set presence_model to \"\" to serve without the gate",
+                retry_after_s=5
             ) from exc
         wanted = ",".join(sorted(set(gate.classes.values())))
 
