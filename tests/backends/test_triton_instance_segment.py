@@ -91,10 +91,7 @@ def local(built: tuple[Path, float]) -> Iterator[str]:
 
 @pytest.fixture(scope="module", params=PROTOCOLS)
 def remote(request: pytest.FixtureRequest, yolo_triton: TritonServer, built: tuple[Path, float]) -> Iterator[str]:
-    protocol = str(request.param)
-    yield from running_gateway(built[0], env={
-        "VISIONGATE_BACKEND": "triton", "VISIONGATE_TRITON_URL": yolo_triton.url(protocol),
-        "VISIONGATE_TRITON_PROTOCOL": protocol, "VISIONGATE_TRITON_POLL_INTERVAL_S": "0.5"})
+    yield from running_gateway(built[0], env=yolo_triton.gateway_env(str(request.param)))
 
 
 @pytest.fixture(scope="module")

@@ -70,10 +70,7 @@ def local(exported: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module", params=PROTOCOLS)
 def remote(request: pytest.FixtureRequest, mrcnn_triton: TritonServer, exported: Path) -> Iterator[str]:
-    protocol = str(request.param)
-    yield from running_gateway(exported, env={
-        "VISIONGATE_BACKEND": "triton", "VISIONGATE_TRITON_URL": mrcnn_triton.url(protocol),
-        "VISIONGATE_TRITON_PROTOCOL": protocol, "VISIONGATE_TRITON_POLL_INTERVAL_S": "0.5"})
+    yield from running_gateway(exported, env=mrcnn_triton.gateway_env(str(request.param)))
 
 
 def segment(url: str, rgb: np.ndarray, **params: object) -> dict[str, Any]:

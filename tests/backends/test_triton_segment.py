@@ -56,10 +56,7 @@ def local(seg_repo: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module", params=PROTOCOLS)
 def remote(request: pytest.FixtureRequest, seg_triton: TritonServer, seg_repo: Path) -> Iterator[str]:
-    protocol = str(request.param)
-    yield from running_gateway(seg_repo, env={
-        "VISIONGATE_BACKEND": "triton", "VISIONGATE_TRITON_URL": seg_triton.url(protocol),
-        "VISIONGATE_TRITON_PROTOCOL": protocol, "VISIONGATE_TRITON_POLL_INTERVAL_S": "0.5"})
+    yield from running_gateway(seg_repo, env=seg_triton.gateway_env(str(request.param)))
 
 
 def segment(url: str, body: bytes, content_type: str = "image/jpeg", **params: object) -> httpx.Response:
